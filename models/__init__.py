@@ -1,0 +1,1 @@
+"""Features, training and artefacts for the learned anomaly score (not built yet: see the issues)."""

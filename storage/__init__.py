@@ -1,0 +1,1 @@
+"""ClickHouse/chDB schema, archiver and analyst queries (not built yet: see the issues)."""

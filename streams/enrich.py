@@ -1,0 +1,132 @@
+"""Offline enrichment of an event's address and User-Agent: network (ASN), location, client family.
+
+All lookups are local files (GeoLite2 City from `maxminddb-geolite2`, ASN from `geoip2fast`) and
+cached, because the same address and UA recur for the life of a session. Production deployments
+point the settings at current mmdb files; the bundled data is old (City: July 2018).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+# Client families that are tools, not browsers: their appearance mid-session is strong evidence
+# of cookie replay (Elastic's AiTM rule keys on these too).
+TOOL_FAMILIES = frozenset(
+    {
+        "curl", "Wget", "Python Requests", "Python-urllib", "aiohttp", "httpx", "Go-http-client",
+        "Java", "Apache-HttpClient", "okhttp", "PostmanRuntime", "Insomnia", "libwww-perl",
+        "PHP", "Ruby", "node-fetch", "axios", "HeadlessChrome", "PhantomJS", "Scrapy",
+        "Bot", "Spider",
+    }
+)
+_TOOL_PREFIXES = ("python-", "go-http", "java/", "curl/", "wget/", "okhttp/", "axios/",
+                  "node-fetch", "postmanruntime/", "insomnia/", "libwww-perl", "httpie/")
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """Where an address sits: its announcing network and a coarse location."""
+
+    asn: str | None          # the announcing network's name (geoip2fast carries names, not numbers)
+    asn_cidr: str | None
+    country: str | None
+    lat: float | None
+    lon: float | None
+    accuracy_km: float | None
+    private: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """The client software behind a User-Agent string, at family level."""
+
+    family: str              # browser or tool family, e.g. "Chrome", "curl"
+    os: str                  # OS family, e.g. "Windows", "iOS"
+    major: str | None
+    is_tool: bool
+
+
+UNKNOWN_CLIENT = Client(family="Other", os="Other", major=None, is_tool=False)
+
+
+def network_prefix(ip: str) -> str:
+    """The prefix that ISP rotation and IPv6 privacy addresses usually stay within: /24 or /64."""
+    addr = ipaddress.ip_address(ip)
+    bits = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+class Enricher:
+    """Cached GeoIP and UA lookups. One per process; safe to share within an event loop."""
+
+    def __init__(
+        self,
+        city_db: str | None = None,
+        asn_db: str | None = None,
+        cache_size: int = 65_536,
+    ) -> None:
+        import maxminddb
+        from geoip2fast import GeoIP2Fast
+
+        self._city = maxminddb.open_database(city_db or _bundled_city_db())
+        self._asn = GeoIP2Fast(geoip2fast_data_file=asn_db or _bundled_asn_db(), verbose=False)
+        self.network = lru_cache(maxsize=cache_size)(self._network)  # type: ignore[method-assign]
+        self.client = lru_cache(maxsize=cache_size)(self._client)  # type: ignore[method-assign]
+
+    def _network(self, ip: str) -> Network:
+        addr = ipaddress.ip_address(ip)
+        if addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_reserved:
+            return Network(None, None, None, None, None, None, private=True)
+        asn_name = asn_cidr = None
+        asn = self._asn.lookup(ip)
+        if getattr(asn, "asn_name", "") and asn.asn_name != "IANA.ORG":
+            asn_name, asn_cidr = asn.asn_name, asn.asn_cidr
+        rec: Any = self._city.get(ip) or {}
+        loc = rec.get("location") or {}
+        country = (rec.get("country") or rec.get("registered_country") or {}).get("iso_code")
+        return Network(
+            asn=asn_name,
+            asn_cidr=asn_cidr,
+            country=country or (asn.country_code if asn.country_code not in ("", "--") else None),
+            lat=loc.get("latitude"),
+            lon=loc.get("longitude"),
+            accuracy_km=loc.get("accuracy_radius"),
+            private=False,
+        )
+
+    def _client(self, user_agent: str | None) -> Client:
+        if not user_agent:
+            return UNKNOWN_CLIENT
+        from ua_parser import parse
+
+        parsed = parse(user_agent)
+        family = parsed.user_agent.family if parsed.user_agent else "Other"
+        os_family = parsed.os.family if parsed.os else "Other"
+        major = parsed.user_agent.major if parsed.user_agent else None
+        lowered = user_agent.lower()
+        is_tool = (
+            family in TOOL_FAMILIES
+            or lowered.startswith(_TOOL_PREFIXES)
+            or (parsed.device is not None and parsed.device.family == "Spider")
+        )
+        return Client(family=family, os=os_family, major=major, is_tool=is_tool)
+
+    def close(self) -> None:
+        self._city.close()
+
+
+def _bundled_city_db() -> str:
+    from geolite2 import geolite2
+
+    path: str = geolite2.filename  # type: ignore[attr-defined]
+    return path
+
+
+def _bundled_asn_db() -> str:
+    import geoip2fast
+
+    return os.path.join(os.path.dirname(geoip2fast.__file__), "geoip2fast-asn-ipv6.dat.gz")

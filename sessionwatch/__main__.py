@@ -1,0 +1,5 @@
+import sys
+
+from sessionwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,112 @@
+"""`sessionwatch …`: the command line, and the one place that wires components together."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from producers.errors import SessionwatchError
+
+log = logging.getLogger("sessionwatch")
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that talks to the pipeline (all default to env/defaults)."""
+    parser.add_argument("--bootstrap", help="Kafka host:port[,host:port] (SESSIONWATCH_BOOTSTRAP)")
+    parser.add_argument("--partitions", type=int, help="partitions for new topics")
+    parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sessionwatch",
+        description="Catch hijacked web sessions and revoke them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-wire broker (Tansu) here")
+    broker.add_argument("--listen", default="127.0.0.1:9092", help="host:port to listen on")
+
+    worker = sub.add_parser("worker", help="run the detection worker (faust)")
+    _settings_flags(worker)
+    worker.add_argument("--app-id", dest="app_id", help="consumer group / app id")
+    worker.add_argument("--store", choices=("memory", "rocksdb"), help="state store")
+    worker.add_argument("--data-dir", dest="data_dir", help="where rocksdb state lives")
+    worker.add_argument("--web-port", dest="web_port", type=int, help="faust web port, 0 = off")
+
+    demo = sub.add_parser("demo", help="broker + worker + simulated users with injected hijacks")
+    demo.add_argument("--users", type=int, default=300, help="simulated users (default 300)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the simulation")
+    demo.add_argument("--bootstrap", help="use this Kafka instead of starting the embedded one")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from streams.settings import Settings
+
+    flags = {k: getattr(args, k, None) for k in
+             ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "web_port")}
+    flags.update(extra)
+    return Settings.load(os.environ, **flags)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from sessionwatch.broker import broker_command, find_tansu
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise SessionwatchError(f"--listen: {args.listen!r} is not host:port")
+    command = broker_command(find_tansu(), host, int(port))
+    print(f"sessionwatch: Tansu broker on {host}:{port} (memory storage; Ctrl-C stops it)",
+          file=sys.stderr)
+    os.execv(command[0], command)  # replace this process: signals go straight to the broker
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    run_worker(settings)
+    return 0
+
+
+def run_worker(settings: Any) -> None:
+    from faust.worker import Worker as FaustWorker
+
+    from streams.app import create_app
+    from streams.topics import ensure_topics
+
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The session table must have as many partitions as the events topic, whatever was asked.
+    partitions = ensure_topics(settings.bootstrap_servers, settings.partitions,
+                               settings.replication)
+    settings = settings.replace(partitions=partitions)
+    worker = create_app(settings)
+    FaustWorker(worker.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sessionwatch.demo import run_demo
+
+    return run_demo(users=args.users, seed=args.seed, bootstrap=args.bootstrap)
+
+
+COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SessionwatchError as exc:
+        print(f"sessionwatch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""One typed, frozen settings object per process, built once from flags and `SESSIONWATCH_*` env.
+
+Library code never reads the environment; the CLI builds `Settings` and passes it down. Every
+field has an environment variable named `SESSIONWATCH_<FIELD>` (upper case) and a CLI flag
+`--<field>` (dashes), flags winning. Errors name the field and say what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from producers.errors import ConfigError
+
+ENV_PREFIX = "SESSIONWATCH_"
+STORES = ("memory", "rocksdb")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Kafka bootstrap servers, comma separated host:port pairs.
+    bootstrap: str = "127.0.0.1:9092"
+    # Consumer group / faust app id: workers with the same id share the partitions.
+    app_id: str = "sessionwatch"
+    # Partitions of sessionwatch.events when the worker creates it (= max parallel workers).
+    partitions: int = 4
+    replication: int = 1
+    # Where per-session state lives: "memory" (tests, demo) or "rocksdb" (production, via rocksdict).
+    store: str = "memory"
+    data_dir: Path = Path(".sessionwatch")
+    # GeoIP files; empty means the bundled (old) data. Point these at current mmdb files.
+    city_db: str = ""
+    asn_db: str = ""
+    # Seconds of event time after which a session's state is written to the changelog even when
+    # nothing material changed (materially changed state is written at once).
+    state_flush_s: float = 60.0
+    # faust/aiokafka tuning (see benchmarks/README.md for the figures behind the defaults).
+    max_poll_records: int = 2000
+    stream_buffer_maxsize: int = 16384
+    # Consumer-group timeouts. Tansu holds a JoinGroup for about the rebalance timeout, so short
+    # values make workers start fast (30 s -> 5 s measured); 6 s is the least Kafka allows.
+    session_timeout_s: float = 6.0
+    rebalance_timeout_s: float = 6.0
+    # faust's web server (metrics, table views); 0 disables it.
+    web_port: int = 0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for host in self.bootstrap.split(","):
+            _check_host_port("bootstrap", host.strip())
+        if self.store not in STORES:
+            raise ConfigError(f"store: {self.store!r} is not one of {', '.join(STORES)}")
+        for name in ("partitions", "replication", "max_poll_records", "stream_buffer_maxsize"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be a positive whole number")
+        if not 0 <= self.web_port <= 65535:
+            raise ConfigError("web_port: must be 0 (off) or a TCP port")
+        for name in ("session_timeout_s", "rebalance_timeout_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1 second")
+        if self.state_flush_s <= 0:
+            raise ConfigError("state_flush_s: must be a positive number of seconds")
+        for name in ("city_db", "asn_db"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name}: no such file {path!r}; give a path or leave it empty")
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [h.strip() for h in self.bootstrap.split(",")]
+
+    @classmethod
+    def load(cls, env: Mapping[str, str], **flags: Any) -> Settings:
+        """Defaults, overridden by `SESSIONWATCH_*` variables in `env`, overridden by flags.
+
+        Flags that are None were not given. Unknown SESSIONWATCH_ variables are an error, so a
+        typo does not silently leave a default in place.
+        """
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for var, raw in env.items():
+            if not var.startswith(ENV_PREFIX) or var in _NOT_SETTINGS:
+                continue
+            name = var[len(ENV_PREFIX):].lower()
+            if name not in known:
+                raise ConfigError(
+                    f"{var}: not a sessionwatch setting; known: "
+                    + ", ".join(ENV_PREFIX + n.upper() for n in known)
+                )
+            values[name] = _convert(var, known[name], raw)
+        for name, value in flags.items():
+            if value is None:
+                continue
+            if name not in known:
+                raise ConfigError(f"--{name.replace('_', '-')}: not a sessionwatch setting")
+            values[name] = _convert(f"--{name.replace('_', '-')}", known[name], value)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# Variables with the prefix that belong to the SDK/demo, not to the worker's Settings.
+_NOT_SETTINGS = frozenset({"SESSIONWATCH_HASH_KEY", "SESSIONWATCH_HASH_KEY_ID"})
+
+
+def _convert(where: str, field: dataclasses.Field[Any], raw: Any) -> Any:
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {raw!r} is not a valid {kind}") from None
+
+
+def _check_host_port(name: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}: {value!r} is not host:port (e.g. 127.0.0.1:9092)")
+    if host.startswith("["):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not all(part.isalnum() or "-" in part or "_" in part for part in host.split(".")):
+            raise ConfigError(f"{name}: {host!r} is not a host name or address") from None

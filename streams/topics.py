@@ -1,0 +1,57 @@
+"""Create the contract's topics when they are missing (the worker does this at start)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from producers.contract import ALL_TOPICS, EVENTS_TOPIC
+from producers.errors import SessionwatchError
+
+log = logging.getLogger("sessionwatch.topics")
+
+
+def ensure_topics(
+    bootstrap: list[str], partitions: int, replication: int = 1, timeout_s: float = 30.0
+) -> int:
+    """Create missing sessionwatch topics; returns the partition count of `sessionwatch.events`.
+
+    `sessionwatch.events` gets `partitions` partitions (the worker parallelism); the output topics
+    get the same so that per-session order is kept end to end.
+    """
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sessionwatch-admin",
+                                     request_timeout_ms=10_000)
+            break
+        except (KafkaError, OSError):
+            if time.monotonic() > deadline:
+                raise SessionwatchError(
+                    f"bootstrap: no Kafka broker answers at {','.join(bootstrap)}; start one "
+                    "(`sessionwatch broker`) or set --bootstrap / SESSIONWATCH_BOOTSTRAP"
+                ) from None
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in ALL_TOPICS if t not in existing]
+        created = []
+        for topic in missing:
+            try:
+                admin.create_topics([NewTopic(topic, partitions, replication)])
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            log.info("created topics %s (%d partitions)", ", ".join(created), partitions)
+        described = admin.describe_topics([EVENTS_TOPIC])
+        actual = len(described[0]["partitions"]) if described else partitions
+        if actual != partitions:
+            log.info("%s exists with %d partitions; using that (not %d)", EVENTS_TOPIC, actual,
+                     partitions)
+        return actual
+    finally:
+        admin.close()

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from producers.contract import EVENT_SCHEMA, EVENTS_TOPIC, Event, EventType, decode_event, encode
+from producers.errors import InvalidEvent
 from producers.hashing import TokenHasher
 
 log = logging.getLogger("sessionwatch.sdk")
@@ -96,7 +97,7 @@ class SessionwatchClient:
         self.stats = ClientStats()
         self._factory = producer_factory or (lambda: kafka_python_producer(bootstrap))
         self._queue: queue.Queue[object] = queue.Queue(maxsize=buffer_size)
-        self._last_drop_log = 0.0
+        self._last_drop_log = float("-inf")
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="sessionwatch-sdk", daemon=True)
         self._thread.start()
@@ -110,6 +111,7 @@ class SessionwatchClient:
         ip: str,
         session_token: str | bytes | None = None,
         session: str | None = None,
+        previous_session_token: str | bytes | None = None,
         user: str | None = None,
         user_agent: str | None = None,
         attrs: Mapping[str, Any] | None = None,
@@ -120,17 +122,25 @@ class SessionwatchClient:
         """Validate, encode and queue one event; returns it. Never blocks on the broker.
 
         Pass the raw `session_token` (hashed here, never sent) or an already hashed `session`.
+        On login or rotation, `previous_session_token` (the token this one replaces) is hashed
+        into `attrs.previous_session`, which the fixation detector relies on.
         Raises `InvalidEvent` for a contract violation: that is a bug in the calling app.
         """
         if session_token is not None:
             session = self.hasher.hash(session_token)
         extras = dict(attrs) if attrs else {}
+        if previous_session_token is not None:
+            extras["previous_session"] = self.hasher.hash(previous_session_token)
         if session is not None:
             extras.setdefault("hash_key_id", self.hasher.current_key_id)
+        try:
+            event_type = EventType(type)
+        except ValueError:
+            raise InvalidEvent("invalid", f"`$.type`: {type!r} is not an event type") from None
         event = Event(
             schema=EVENT_SCHEMA,
             id=id or str(uuid.uuid4()),
-            type=EventType(type),
+            type=event_type,
             time=time or datetime.now(UTC),
             tenant=tenant or self.tenant,
             session=session,
@@ -153,12 +163,8 @@ class SessionwatchClient:
     def activity(self, **kw: Any) -> Event:
         return self.emit(EventType.ACTIVITY, **kw)
 
-    def refreshed(self, *, previous_session_token: str | bytes | None = None, **kw: Any) -> Event:
-        """Token rotation; `previous_session_token` is hashed into `attrs.previous_session`."""
-        if previous_session_token is not None:
-            attrs = dict(kw.pop("attrs", None) or {})
-            attrs["previous_session"] = self.hasher.hash(previous_session_token)
-            kw["attrs"] = attrs
+    def refreshed(self, **kw: Any) -> Event:
+        """Token rotation: pass `previous_session_token` too."""
         return self.emit(EventType.REFRESHED, **kw)
 
     def logout(self, **kw: Any) -> Event:

@@ -32,7 +32,7 @@ ALL_TOPICS = (EVENTS_TOPIC, FINDINGS_TOPIC, REVOCATIONS_TOPIC, DEADLETTER_TOPIC)
 DEFAULT_TENANT = "default"
 
 # "sessionwatch.event/1" or a minor revision such as "sessionwatch.event/1.2".
-_SCHEMA_RE = re.compile(r"^sessionwatch\.event/(\d+)(?:\.(\d+))?$")
+_SCHEMA_RE = re.compile(r"sessionwatch\.event/([0-9]+)(?:\.([0-9]+))?")
 
 
 class EventType(str, Enum):
@@ -175,9 +175,9 @@ def decode_event(raw: bytes | str) -> Event:
         event = _event_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise InvalidEvent("invalid", str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidEvent("not_json", f"not a UTF-8 JSON object: {exc}") from None
-    match = _SCHEMA_RE.match(event.schema)
+    match = _SCHEMA_RE.fullmatch(event.schema)
     if match is None:
         raise InvalidEvent(
             "unknown_schema",
@@ -193,6 +193,8 @@ def decode_event(raw: bytes | str) -> Event:
     if event.user is None and event.type in USER_REQUIRED_TYPES:
         raise InvalidEvent("invalid", f"`$.user` is required for {event.type.value!r}")
     try:
+        if "%" in event.ip:  # IPv6 zone ids name a local interface: never a client address
+            raise ValueError
         ipaddress.ip_address(event.ip)
     except ValueError:
         raise InvalidEvent(

@@ -58,7 +58,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from sessionwatch.broker import broker_command, find_tansu
 
     host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SessionwatchError(f"--listen: {args.listen!r} is not host:port")
     command = broker_command(find_tansu(), host, int(port))
     print(f"sessionwatch: Tansu broker on {host}:{port} (memory storage; Ctrl-C stops it)",

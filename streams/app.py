@@ -28,6 +28,7 @@ from producers.contract import (
 from producers.errors import InvalidEvent
 from streams.settings import Settings
 from streams.enrich import Enricher
+from streams.faust_tuning import TunedApp
 from streams.pipeline import SessionPipeline
 from streams.policy import Policy
 from streams.session_store import SessionStore
@@ -71,8 +72,9 @@ class Worker:
 
 def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
     broker = ";".join(f"kafka://{host}" for host in settings.bootstrap_servers)
-    app = faust.App(
+    app = TunedApp(
         settings.app_id,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         broker=broker,
         store="memory://" if settings.store == "memory" else "rocksdb://",
         datadir=str(settings.data_dir),

@@ -1,0 +1,1 @@
+"""Performance harness: `python -m benchmarks.throughput` (see benchmarks/README.md)."""

@@ -1,0 +1,297 @@
+"""`sessionwatch demo`: the whole spine on embedded defaults, scored against injected truth.
+
+Starts the embedded broker and a worker process, sends a simulated population through the real
+SDK (raw tokens stay here; only HMACs travel), reads back revocations, and prints precision,
+recall and event->revocation latency. Ctrl-C at any point stops every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from producers.client import SessionwatchClient
+from producers.contract import (
+    EVENTS_TOPIC,
+    FINDINGS_TOPIC,
+    REVOCATIONS_TOPIC,
+    Revocation,
+    decode_finding,
+    decode_revocation,
+)
+from producers.errors import SessionwatchError
+from producers.hashing import TokenHasher
+from sessionwatch.broker import EmbeddedBroker
+from sessionwatch.simulation import ATTACK_KINDS, DETECTABLE_ATTACKS, Plan, plan_traffic
+
+DEMO_APP_ID = "sessionwatch-demo"
+SEND_RATE = float(os.environ.get("SW_DEMO_RATE", "1000"))  # events/s: paced so latency measures the pipeline, not a queue we built up
+
+
+@dataclass
+class Received:
+    revocations: list[tuple[float, Revocation]] = field(default_factory=list)
+    findings: Counter[str] = field(default_factory=Counter)
+
+
+class WorkerProcess:
+    """`sessionwatch worker` as a child process in its own process group."""
+
+    def __init__(self, bootstrap: str, log_path: Path, app_id: str = DEMO_APP_ID,
+                 partitions: int = 2) -> None:
+        self.log_path = log_path
+        env = dict(os.environ, SESSIONWATCH_BOOTSTRAP=bootstrap, SESSIONWATCH_APP_ID=app_id,
+                   SESSIONWATCH_PARTITIONS=str(partitions), SESSIONWATCH_LOG_LEVEL="info")
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sessionwatch", "worker"], env=env,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SessionwatchError(f"the worker exited early:\n{self.tail()}")
+            if re.search(rb"Worker\]: Ready", self.log_path.read_bytes()):
+                return
+            time.sleep(0.1)
+        raise SessionwatchError(f"the worker was not ready within {timeout_s:.0f}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_bytes().decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._log.close()
+
+
+def consume_outputs(bootstrap: str, received: Received, stop: threading.Event) -> None:
+    """Read revocations and findings (no consumer group: Tansu + kafka-python groups stall)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=200,
+                             fetch_max_wait_ms=10)
+    parts = []
+    for topic in (REVOCATIONS_TOPIC, FINDINGS_TOPIC):
+        for p in sorted(consumer.partitions_for_topic(topic) or {0}):
+            parts.append(TopicPartition(topic, p))
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    try:
+        while not stop.is_set():
+            for batch in consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                for record in batch:
+                    if record.topic == REVOCATIONS_TOPIC:
+                        received.revocations.append((now, decode_revocation(record.value)))
+                    else:
+                        received.findings[decode_finding(record.value).detector] += 1
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(bootstrap: str, app_id: str, timeout_s: float = 60.0) -> bool:
+    """True once the worker's committed offsets on the events topic reach the end offsets."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(EVENTS_TOPIC, p)
+                 for p in sorted(probe.partitions_for_topic(EVENTS_TOPIC) or {0})]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ends = probe.end_offsets(parts)
+            committed = admin.list_group_offsets({app_id: parts}).get(app_id, {})
+            # A partition that never got data has no committed offset and nothing to catch up.
+            if all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp])
+                   for tp in parts):
+                return True
+            time.sleep(0.25)
+        return False
+    finally:
+        admin.close()
+        probe.close()
+
+
+def score(plan: Plan, hasher: TokenHasher, sent: dict[str, float], received: Received,
+          attack_event_ids: set[str]) -> dict[str, object]:
+    by_hash = {hasher.hash(token): label for label, token in plan.tokens.items()}
+    revoked: dict[str, Revocation] = {}
+    latencies = []
+    tp = fp = 0
+    detectors: Counter[str] = Counter()
+    for at, rev in received.revocations:
+        if rev.id in {r.id for r in revoked.values()}:
+            continue  # redelivered duplicate
+        label = by_hash.get(rev.session or "")
+        if label is None:
+            continue
+        revoked[label] = rev
+        for reason in rev.reasons:
+            detectors[reason.detector] += 1
+        if rev.events and rev.events[0] in sent:
+            latencies.append((at - sent[rev.events[0]]) * 1000)
+        truth = plan.sessions[label]
+        if truth.attack_kind and rev.events and rev.events[0] in attack_event_ids:
+            tp += 1
+        else:
+            fp += 1
+    per_class = {}
+    for kind in ATTACK_KINDS:
+        labels = [s.label for s in plan.sessions.values() if s.attack_kind == kind]
+        caught = sum(1 for lbl in labels if lbl in revoked
+                     and revoked[lbl].events[0] in attack_event_ids)
+        per_class[kind] = (caught, len(labels))
+    benign = [s for s in plan.sessions.values() if not s.attack_kind]
+    benign_revoked = [s for s in benign if s.label in revoked]
+    detectable = [s for s in plan.sessions.values() if s.attack_kind in DETECTABLE_ATTACKS]
+    caught_detectable = sum(1 for s in detectable if s.label in revoked)
+    return {
+        "tp": tp, "fp": fp, "per_class": per_class, "detectors": detectors,
+        "benign": len(benign), "benign_revoked": benign_revoked,
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "recall_detectable": caught_detectable / len(detectable) if detectable else 1.0,
+        "latencies": sorted(latencies),
+    }
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] \
+        if len(values) > 1 else values[0]
+
+
+def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    console = Console()
+    workdir = Path(tempfile.mkdtemp(prefix="sessionwatch-demo-"))
+    broker = None
+    worker = None
+    stop = threading.Event()
+    reader = None
+    started = time.monotonic()
+    try:
+        with console.status("starting the embedded broker and a worker…"):
+            if bootstrap is None:
+                broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+                bootstrap = broker.bootstrap
+            worker = WorkerProcess(bootstrap, workdir / "worker.log")
+            worker.wait_ready()
+        console.print(f"broker [bold]{bootstrap}[/], worker ready "
+                      f"({time.monotonic() - started:.1f}s); logs in {workdir}")
+
+        plan = plan_traffic(users=users, seed=seed)
+        attack_ids: set[str] = set()
+        received = Received()
+        reader = threading.Thread(target=consume_outputs, args=(bootstrap, received, stop),
+                                  daemon=True)
+        reader.start()
+        hasher = TokenHasher({"demo": secrets.token_bytes(32)})
+        with SessionwatchClient(bootstrap, hasher) as client, Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), console=console,
+        ) as progress:
+            task = progress.add_task(f"{users} users, {len(plan.sessions)} sessions",
+                                     total=len(plan.events))
+            sent = _send_with_truth(client, plan, progress, task, attack_ids)
+        with console.status("waiting for the worker to finish…"):
+            caught_up = wait_caught_up(bootstrap, DEMO_APP_ID)
+            time.sleep(1.0)
+        stop.set()
+        reader.join(5)
+        result = score(plan, hasher, sent, received, attack_ids)
+        _print_report(console, Table, plan, sent, received, result, caught_up)
+        console.print(f"done in {time.monotonic() - started:.1f}s. Topics: {EVENTS_TOPIC}, "
+                      f"{FINDINGS_TOPIC}, {REVOCATIONS_TOPIC}; worker log: {workdir / 'worker.log'}")
+        return 0
+    except KeyboardInterrupt:
+        console.print("interrupted; stopping the worker and the broker")
+        return 130
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.stop()
+
+
+def _send_with_truth(client: SessionwatchClient, plan: Plan, progress: object, task: object,
+                     attack_ids: set[str]) -> dict[str, float]:
+    """Send the plan in simulated-time order at SEND_RATE; returns event id -> wall send time.
+
+    Also records which event ids were the attacker's, to score against.
+    """
+    base = datetime.now(UTC) - timedelta(hours=2)
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    for i, item in enumerate(plan.events):
+        delay = start + i / SEND_RATE - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        event = getattr(client, item.method)(time=base + timedelta(seconds=item.at), **item.kwargs)
+        sent[event.id] = time.time()
+        if item.attack:
+            attack_ids.add(event.id)
+        if i % 200 == 0:
+            progress.update(task, completed=i)  # type: ignore[attr-defined]
+    client.flush(30)
+    progress.update(task, completed=len(plan.events))  # type: ignore[attr-defined]
+    return sent
+
+
+def _print_report(console: object, table_cls: type, plan: Plan, sent: dict[str, float],
+                  received: Received, r: dict[str, object], caught_up: bool) -> None:
+    lat = r["latencies"]
+    assert isinstance(lat, list)
+    t = table_cls(title="sessionwatch demo", show_header=True)
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_row("events sent", str(len(sent)))
+    t.add_row("sessions (benign / hijacked)",
+              f"{r['benign']} / {len(plan.sessions) - int(r['benign'])}")  # type: ignore[arg-type]
+    t.add_row("findings", ", ".join(f"{k} {v}" for k, v in sorted(received.findings.items())))
+    t.add_row("revocations by detector",
+              ", ".join(f"{k} {v}" for k, v in sorted(r["detectors"].items())))  # type: ignore[union-attr]
+    for kind, (caught, total) in r["per_class"].items():  # type: ignore[union-attr]
+        note = "" if kind in DETECTABLE_ATTACKS else " (needs impossible travel: not in this release)"
+        t.add_row(f"recall {kind}", f"{caught}/{total}{note}")
+    t.add_row("precision", f"{r['precision']:.3f}  ({r['tp']} true, {r['fp']} false)")
+    t.add_row("recall (tool-UA and other-browser replay)", f"{r['recall_detectable']:.3f}")
+    benign_revoked = r["benign_revoked"]
+    assert isinstance(benign_revoked, list)
+    t.add_row("benign sessions revoked",
+              f"{len(benign_revoked)}" + (f" ({', '.join(sorted({s.benign_kind for s in benign_revoked}))})"
+                                          if benign_revoked else ""))
+    t.add_row("event->revocation latency p50 / p99",
+              f"{_pct(lat, 50):.1f} ms / {_pct(lat, 99):.1f} ms")
+    if not caught_up:
+        t.add_row("warning", "the worker had not caught up when the demo stopped waiting")
+    console.print(t)  # type: ignore[attr-defined]

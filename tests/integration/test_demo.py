@@ -1,0 +1,27 @@
+"""The README's demo command, run as a user would (a smaller population to keep CI fast)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_and_scores_itself():
+    result = subprocess.run(
+        [sys.executable, "-m", "sessionwatch", "demo", "--users", "80", "--seed", "3"],
+        capture_output=True, text=True, timeout=240,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    precision = re.search(r"precision\s*│\s*([0-9.]+)", out)
+    assert precision and float(precision.group(1)) == 1.0, out
+    assert re.search(r"benign sessions revoked\s*│\s*0\b", out), out
+    recall = re.search(r"recall \(tool-UA and other-browser replay\)\s*│\s*([0-9.]+)", out)
+    assert recall and float(recall.group(1)) == 1.0, out
+    assert re.search(r"latency p50 / p99\s*│\s*[0-9.]+ ms / [0-9.]+ ms", out), out

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from producers.contract import EVENT_SCHEMA, EVENTS_TOPIC, Event, EventType, decode_event, encode
 from producers.errors import InvalidEvent
@@ -57,7 +57,8 @@ _STOP = object()
 
 def kafka_python_producer(bootstrap: str, **overrides: Any) -> Producer:
     """A kafka-python producer tuned for small JSON events: short linger, bounded blocking."""
-    from kafka import KafkaProducer  # imported late: constructing the client must not need a broker
+    # imported late: constructing the client must not need a broker
+    from kafka import KafkaProducer  # type: ignore[import-untyped]
 
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap.split(","),
@@ -258,7 +259,7 @@ class SessionwatchClient:
                     log.warning("sessionwatch: flush failed: %s", exc)
                 item.done.set()
                 continue
-            key, payload = item  # type: ignore[misc]
+            key, payload = cast(tuple[bytes, bytes], item)
             try:
                 future = producer.send(self.topic, value=payload, key=key)
                 future.add_callback(self._on_sent)

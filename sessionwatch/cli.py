@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=300, help="simulated users (default 300)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the simulation")
     demo.add_argument("--bootstrap", help="use this Kafka instead of starting the embedded one")
+    demo.add_argument("--rate", type=float, default=1000.0,
+                      help="events/s to send (default 1000; above what the worker sustains, "
+                           "latency measures the queue)")
     return parser
 
 
@@ -91,7 +94,9 @@ def run_worker(settings: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sessionwatch.demo import run_demo
 
-    return run_demo(users=args.users, seed=args.seed, bootstrap=args.bootstrap)
+    if args.rate <= 0:
+        raise SessionwatchError("--rate: must be a positive number of events per second")
+    return run_demo(users=args.users, seed=args.seed, bootstrap=args.bootstrap, rate=args.rate)
 
 
 COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "demo": cmd_demo}

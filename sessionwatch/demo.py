@@ -37,7 +37,8 @@ from sessionwatch.broker import EmbeddedBroker
 from sessionwatch.simulation import ATTACK_KINDS, DETECTABLE_ATTACKS, Plan, plan_traffic
 
 DEMO_APP_ID = "sessionwatch-demo"
-SEND_RATE = float(os.environ.get("SW_DEMO_RATE", "1000"))  # events/s: paced so latency measures the pipeline, not a queue we built up
+# events/s: paced so that latency measures the pipeline, not a queue the demo built up itself
+DEFAULT_RATE = 1000.0
 
 
 @dataclass
@@ -186,7 +187,8 @@ def _pct(values: list[float], q: float) -> float:
         if len(values) > 1 else values[0]
 
 
-def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None) -> int:
+def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None,
+             rate: float = DEFAULT_RATE) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -216,12 +218,12 @@ def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None) -> i
         reader.start()
         hasher = TokenHasher({"demo": secrets.token_bytes(32)})
         with SessionwatchClient(bootstrap, hasher) as client, Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), console=console,
+            TextColumn("{task.description}"), BarColumn(),
+            TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
         ) as progress:
             task = progress.add_task(f"{users} users, {len(plan.sessions)} sessions",
                                      total=len(plan.events))
-            sent = _send_with_truth(client, plan, progress, task, attack_ids)
+            sent = _send_with_truth(client, plan, progress, task, attack_ids, rate)
         with console.status("waiting for the worker to finish…"):
             caught_up = wait_caught_up(bootstrap, DEMO_APP_ID)
             time.sleep(1.0)
@@ -244,8 +246,8 @@ def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None) -> i
 
 
 def _send_with_truth(client: SessionwatchClient, plan: Plan, progress: object, task: object,
-                     attack_ids: set[str]) -> dict[str, float]:
-    """Send the plan in simulated-time order at SEND_RATE; returns event id -> wall send time.
+                     attack_ids: set[str], rate: float) -> dict[str, float]:
+    """Send the plan in simulated-time order at `rate` events/s; returns event id -> wall send time.
 
     Also records which event ids were the attacker's, to score against.
     """
@@ -253,7 +255,7 @@ def _send_with_truth(client: SessionwatchClient, plan: Plan, progress: object, t
     sent: dict[str, float] = {}
     start = time.monotonic()
     for i, item in enumerate(plan.events):
-        delay = start + i / SEND_RATE - time.monotonic()
+        delay = start + i / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         event = getattr(client, item.method)(time=base + timedelta(seconds=item.at), **item.kwargs)
@@ -287,9 +289,9 @@ def _print_report(console: object, table_cls: type, plan: Plan, sent: dict[str, 
     t.add_row("recall (tool-UA and other-browser replay)", f"{r['recall_detectable']:.3f}")
     benign_revoked = r["benign_revoked"]
     assert isinstance(benign_revoked, list)
+    kinds = sorted({s.benign_kind for s in benign_revoked})
     t.add_row("benign sessions revoked",
-              f"{len(benign_revoked)}" + (f" ({', '.join(sorted({s.benign_kind for s in benign_revoked}))})"
-                                          if benign_revoked else ""))
+              f"{len(benign_revoked)}" + (f" ({', '.join(kinds)})" if kinds else ""))
     t.add_row("event->revocation latency p50 / p99",
               f"{_pct(lat, 50):.1f} ms / {_pct(lat, 99):.1f} ms")
     if not caught_up:

@@ -26,12 +26,12 @@ from producers.contract import (
     encode,
 )
 from producers.errors import InvalidEvent
-from streams.settings import Settings
 from streams.enrich import Enricher
 from streams.faust_tuning import TunedApp
 from streams.pipeline import SessionPipeline
 from streams.policy import Policy
 from streams.session_store import SessionStore
+from streams.settings import Settings
 
 log = logging.getLogger("sessionwatch.worker")
 

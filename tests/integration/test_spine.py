@@ -8,6 +8,7 @@ import secrets
 import uuid
 
 import pytest
+from conftest import caught_up, read_until, send
 from factories import (
     CHROME,
     CHROME_NEXT,
@@ -22,7 +23,6 @@ from factories import (
 from producers.client import SessionwatchClient
 from producers.contract import decode_revocation
 from producers.hashing import TokenHasher
-from conftest import caught_up, read_until, send
 
 pytestmark = pytest.mark.integration
 

@@ -64,6 +64,7 @@ def kafka_python_producer(bootstrap: str, **overrides: Any) -> Producer:
         "bootstrap_servers": bootstrap.split(","),
         "client_id": "sessionwatch-sdk",
         "acks": 1,
+        "enable_idempotence": False,  # acks=1 for latency; ids make redelivery harmless anyway
         "linger_ms": 5,
         "max_block_ms": 5000,
         "retries": 3,

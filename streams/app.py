@@ -60,6 +60,9 @@ class WorkerStats:
     sessionless: int = 0
     findings: int = 0
     revocations: int = 0
+    expired: int = 0
+    # The latest event time seen (epoch s): "now" for expiry, so replays expire alike.
+    watermark: float = 0.0
 
 
 @dataclass
@@ -92,7 +95,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
         broker_heartbeat_interval=max(settings.session_timeout_s / 5, 0.5),
     )
     enricher = Enricher(city_db=settings.city_db or None, asn_db=settings.asn_db or None)
-    pipeline = SessionPipeline(enricher, policy)
+    pipeline = SessionPipeline(enricher, policy, session_ttl_s=settings.session_ttl_s)
     stats = WorkerStats()
 
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -158,6 +161,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             if outcome.duplicate:
                 stats.duplicates += 1
                 continue
+            stats.watermark = max(stats.watermark, event.time.timestamp())
             store.put(key, outcome)
             stats.processed += 1
             for finding in outcome.findings:
@@ -177,6 +181,11 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         store.flush()
         store.clear()
+
+    @app.timer(interval=300.0)
+    async def sweep() -> None:
+        if stats.watermark:
+            stats.expired += store.expire(stats.watermark - settings.session_ttl_s)
 
     last_log = [time.monotonic(), 0]
 

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
+
 from producers.contract import Event, EventType, Finding, Revocation
 from streams.detectors import SESSION_DETECTORS, Context, SessionDetector
-from streams.enrich import Enricher, network_prefix
+from streams.enrich import Client, Enricher, Network, network_prefix
 from streams.policy import Policy, finding_id
 from streams.state import SessionState, remember
 
@@ -37,8 +39,10 @@ class SessionPipeline:
         enricher: Enricher,
         policy: Policy | None = None,
         detectors: Sequence[SessionDetector] | None = None,
+        session_ttl_s: float = 86400.0,
     ) -> None:
         self.enricher = enricher
+        self.session_ttl_s = session_ttl_s
         self.policy = policy or Policy()
         self.detectors = list(detectors) if detectors is not None else [
             d() for d in SESSION_DETECTORS
@@ -54,6 +58,9 @@ class SessionPipeline:
         assert event.session is not None, "session-less events do not reach the session pipeline"
         if previous is not None and event.id in previous.recent_ids:
             return Outcome(state=previous, duplicate=True)
+        if previous is not None and event.time.timestamp() - previous.last_seen > self.session_ttl_s:
+            # Decided on event time, not on whether the sweep ran yet: replays stay identical.
+            previous = None
         network = self.enricher.network(event.ip)
         client = self.enricher.client(event.user_agent)
         prefix = network_prefix(event.ip)
@@ -95,22 +102,22 @@ class SessionPipeline:
 def _advance(
     previous: SessionState | None,
     event: Event,
-    network: object,
-    client: object,
+    network: Network,
+    client: Client,
     prefix: str,
     revocation: Revocation | None,
 ) -> SessionState:
-    from streams.enrich import Client, Network
-
-    assert isinstance(network, Network) and isinstance(client, Client)
+    """The state after `event`; `previous` is left as it was (the store may still hold it)."""
     now = event.time.timestamp()
     if previous is None:
         state = SessionState(tenant=event.tenant, session=event.session or "", first_seen=now)
     else:
-        state = SessionState(**{f: getattr(previous, f) for f in SessionState.__struct_fields__})
-        state.networks = list(previous.networks)
-        state.prefixes = list(previous.prefixes)
-        state.recent_ids = list(previous.recent_ids)
+        state = msgspec.structs.replace(
+            previous,
+            networks=list(previous.networks),
+            prefixes=list(previous.prefixes),
+            recent_ids=list(previous.recent_ids),
+        )
     state.remember_id(event.id)
     state.events += 1
     state.last_seen = max(state.last_seen, now)

@@ -57,6 +57,22 @@ class SessionStore:
             if state.persisted_at < state.last_seen:
                 self._write(key, state)
 
+    def expire(self, older_than: float) -> int:
+        """Delete every session whose `last_seen` (event time) is before `older_than`.
+
+        Garbage collection only: the pipeline already ignores such state on its own, so when this
+        runs never changes a decision. Returns how many sessions were removed.
+        """
+        expired = [k for k, st in self._cache.items() if st.last_seen < older_than]
+        for key in expired:
+            del self._cache[key]
+        for key, raw in list(self._table.items()):
+            if key not in self._cache and load_state(raw).last_seen < older_than:
+                expired.append(key)
+        for key in expired:
+            self._table.pop(key, None)
+        return len(expired)
+
     def clear(self) -> None:
         """Forget the cache; the table is the truth after a rebalance."""
         self._cache.clear()

@@ -40,6 +40,9 @@ class Settings:
     # Seconds of event time after which a session's state is written to the changelog even when
     # nothing material changed (materially changed state is written at once).
     state_flush_s: float = 60.0
+    # A session idle this long (event time) is forgotten: its state is treated as absent and swept
+    # from the table. Keep it above the apps' absolute session lifetime (ASVS: 4-12 h).
+    session_ttl_s: float = 86400.0
     # faust/aiokafka tuning (see benchmarks/README.md for the figures behind the defaults).
     max_poll_records: int = 2000
     stream_buffer_maxsize: int = 16384
@@ -68,6 +71,8 @@ class Settings:
         for name in ("session_timeout_s", "rebalance_timeout_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1 second")
+        if self.session_ttl_s < 60:
+            raise ConfigError("session_ttl_s: must be at least 60 seconds")
         if self.state_flush_s <= 0:
             raise ConfigError("state_flush_s: must be a positive number of seconds")
         if self.log_level.lower() not in LOG_LEVELS:

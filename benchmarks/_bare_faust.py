@@ -1,10 +1,12 @@
 """A bare faust agent for the throughput benchmark: run as a child process by benchmarks.throughput.
 
-`python -m benchmarks._bare_faust BOOTSTRAP TOPIC N RESULT_JSON APP_ID`
+`python -m benchmarks._bare_faust BOOTSTRAP TOPIC N RESULT_JSON APP_ID [PROFILE_OUT]`
 
 Own faust.App (memory store, web off, no table), raw value serializer, `json.loads` per message,
 faust's own consumer defaults otherwise. Times the agent from its first to its N-th message and
 writes the figures to RESULT_JSON, then exits hard (the parent kills the process group anyway).
+With PROFILE_OUT, cProfile runs on the event-loop thread from the first to the N-th message and
+its stats are dumped there (a separate run: cProfile slows faust down ~2x).
 
 It also wraps faust's cross-thread `AIOKafkaConsumerThread.getmany` (event-loop side) and
 `_fetch_records` (inside the consumer thread, around aiokafka's `Fetcher.fetched_records`) with
@@ -21,8 +23,12 @@ from typing import Any
 
 
 def main(argv: list[str]) -> None:
-    bootstrap, topic, n_str, result_path, app_id = argv
+    bootstrap, topic, n_str, result_path, app_id = argv[:5]
+    profile_out = argv[5] if len(argv) > 5 else None
     n = int(n_str)
+    import cProfile
+
+    profiler = cProfile.Profile() if profile_out else None
 
     import faust
     from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -72,7 +78,12 @@ def main(argv: list[str]) -> None:
                 state["t0"] = time.perf_counter()
                 state["cpu0"] = time.process_time()
                 state["timers0"] = {k: list(v) for k, v in timers.items()}
+                if profiler is not None:
+                    profiler.enable()
             elif count == n:
+                if profiler is not None and profile_out:
+                    profiler.disable()
+                    profiler.dump_stats(profile_out)
                 wall = time.perf_counter() - state["t0"]
                 cpu = time.process_time() - state["cpu0"]
                 window = {

@@ -130,12 +130,21 @@ def kv(event: Event) -> tuple[bytes, bytes]:
     return event.key.encode(), encode(event)
 
 
+@dataclass
+class _Session:
+    session: str
+    ip: str
+    ua: str
+    user: str
+    seen: int = 0
+
+
 def make_workload(n: int, sessions: int, seed: int = 7) -> Workload:
     maker = EventMaker(seed)
     base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     pool = [
-        {"session": maker.session(), "ip": maker.public_ip(), "ua": maker.rng.choice(BROWSERS),
-         "user": f"user{i:06d}@example.com", "seen": 0}
+        _Session(maker.session(), maker.public_ip(), maker.rng.choice(BROWSERS),
+                 f"user{i:06d}@example.com")
         for i in range(sessions)
     ]
     events: list[Event] = []
@@ -146,17 +155,16 @@ def make_workload(n: int, sessions: int, seed: int = 7) -> Workload:
     for j in range(n):
         s = maker.rng.choice(pool)
         at = base + timedelta(seconds=60 + j * step)
-        if s["seen"] == 0:
-            ev = maker.event(EventType.CREATED, s["session"], s["ip"], s["ua"], at, None)
-        elif s["seen"] == 1:
-            ev = maker.event(EventType.AUTHENTICATED, s["session"], s["ip"], s["ua"], at, s["user"])
+        if s.seen == 0:
+            ev = maker.event(EventType.CREATED, s.session, s.ip, s.ua, at, None)
+        elif s.seen == 1:
+            ev = maker.event(EventType.AUTHENTICATED, s.session, s.ip, s.ua, at, s.user)
         elif maker.rng.random() < HIJACK_SHARE:
             hijacks += 1
-            ev = maker.event(EventType.ACTIVITY, s["session"], maker.public_ip(), CURL, at,
-                             s["user"])
+            ev = maker.event(EventType.ACTIVITY, s.session, maker.public_ip(), CURL, at, s.user)
         else:
-            ev = maker.event(EventType.ACTIVITY, s["session"], s["ip"], s["ua"], at, s["user"])
-        s["seen"] += 1
+            ev = maker.event(EventType.ACTIVITY, s.session, s.ip, s.ua, at, s.user)
+        s.seen += 1
         events.append(ev)
     first, first_id = maker.hijack_pair(base)
     last, last_id = maker.hijack_pair(base + timedelta(seconds=120 + span))
@@ -171,7 +179,7 @@ def make_workload(n: int, sessions: int, seed: int = 7) -> Workload:
 
 
 def create_topics(bootstrap: str, topics: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(t, 1, 1) for t in topics], operation_timeout=10)
@@ -279,7 +287,7 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 async def _aiokafka_read(bootstrap: str, topic: str, n: int, parse: bool) -> dict[str, Any]:
-    from aiokafka import AIOKafkaConsumer
+    from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=1500)
@@ -346,28 +354,85 @@ def bench_aiokafka_latency(bootstrap: str, wait_ms: int, n: int, gap_s: float) -
     return asyncio.run(_aiokafka_latency(bootstrap, topic, wait_ms, n, gap_s))
 
 
-def bench_aiokafka(bootstrap: str, topic: str, n: int, parse: bool) -> dict[str, Any]:
-    return asyncio.run(_aiokafka_read(bootstrap, topic, n, parse))
+def bench_aiokafka(bootstrap: str, topic: str, n: int, parse: bool,
+                   repeat: int = 3) -> dict[str, Any]:
+    """The median of `repeat` reads (one read of 100k events takes well under a second)."""
+    runs = sorted((asyncio.run(_aiokafka_read(bootstrap, topic, n, parse)) for _ in range(repeat)),
+                  key=lambda r: r["events_per_s"])
+    result = dict(runs[len(runs) // 2])
+    result["all_events_per_s"] = [r["events_per_s"] for r in runs]
+    return result
 
 
 # -- (c) bare faust --------------------------------------------------------------------------
 
 
-def bench_bare_faust(bootstrap: str, topic: str, n: int, tmp: Path, timeout_s: float) -> dict[str, Any]:
-    result_path = tmp / "bare_faust.json"
+def bench_bare_faust(bootstrap: str, topic: str, n: int, tmp: Path, timeout_s: float,
+                     profile: bool = False) -> dict[str, Any]:
+    tag = "bare_faust_profiled" if profile else "bare_faust"
+    result_path = tmp / f"{tag}.json"
+    profile_path = tmp / f"{tag}.pstats"
     cmd = [sys.executable, "-m", "benchmarks._bare_faust", bootstrap, topic, str(n),
            str(result_path), f"bench-bare-{uuid.uuid4().hex[:8]}"]
+    if profile:
+        cmd.append(str(profile_path))
     t_start = time.perf_counter()
-    with child(cmd, tmp / "bare_faust.log", child_env()) as proc:
+    with child(cmd, tmp / f"{tag}.log", child_env()) as proc:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
     if not result_path.exists():
-        tail = (tmp / "bare_faust.log").read_text(errors="replace")[-2000:]
+        tail = (tmp / f"{tag}.log").read_text(errors="replace")[-2000:]
         return {"error": f"no result within {timeout_s:.0f}s; log tail:\n{tail}"}
     result: dict[str, Any] = json.loads(result_path.read_text())
     result["process_s"] = time.perf_counter() - t_start
+    if profile and profile_path.exists():
+        result["profile"] = faust_profile(pstats.Stats(str(profile_path)))
     return result
+
+
+# Where a faust agent's per-message time goes: (label, file suffix, function name), cumulative.
+FAUST_PARTS = (
+    ("Consumer._drain_messages (fetch loop, per message)", "faust/transport/consumer.py",
+     "_drain_messages"),
+    ("Service.wait_first (2 tasks per message)", "mode/services.py", "wait_first"),
+    ("asyncio.wait (inside wait_first)", "asyncio/tasks.py", "wait"),
+    ("Conductor on_message (per-message Lock)", "faust/transport/conductor.py", "on_message"),
+    ("asyncio.Lock.acquire", "asyncio/locks.py", "acquire"),
+    ("Stream._c_aiter (the agent's async-for)", "faust/streams.py", "_c_aiter"),
+    ("asyncio create_task", "asyncio/base_events.py", "create_task"),
+    ("json.loads (the agent's work)", "json/__init__.py", "loads"),
+)
+
+
+def faust_profile(stats: pstats.Stats) -> dict[str, Any]:
+    raw = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in raw.values())
+    rows = sorted(((v[2], v[3], v[1], _func_name(k)) for k, v in raw.items()),
+                  reverse=True)
+    top = [{"tottime_s": tt, "share": tt / total, "cumtime_s": ct, "calls": nc,
+            "function": _short(name)} for tt, ct, nc, name in rows[:12]]
+    groups: dict[str, float] = {}
+    for (file_, _line, fn), v in raw.items():
+        group = "idle (waiting in epoll)" if "select.epoll" in fn else next(
+            (g for g, marker in _GROUPS if marker in file_), "other (builtins, C)")
+        groups[group] = groups.get(group, 0.0) + v[2]
+    parts = {}
+    for label, file_, fn in FAUST_PARTS:
+        hits = [v for k, v in raw.items() if k[0].endswith(file_) and k[2] == fn]
+        parts[label] = {"cumtime_s": sum(v[3] for v in hits), "calls": sum(v[1] for v in hits)}
+    return {"own_total_s": total, "top": top, "parts": parts,
+            "own_by_package": {g: t / total for g, t in sorted(groups.items(), key=lambda x: -x[1])}}
+
+
+_GROUPS = (
+    ("asyncio (event loop, tasks, futures, locks)", "/asyncio/"),
+    ("faust", "/faust/"),
+    ("mode (faust's service library: wait_first, ...)", "/mode/"),
+    ("aiokafka", "/aiokafka/"),
+    ("json", "/json/"),
+    ("benchmark agent", "benchmarks/"),
+)
 
 
 # -- (d) pure pipeline -----------------------------------------------------------------------
@@ -384,7 +449,7 @@ def bench_pipeline(raw_values: list[bytes]) -> dict[str, Any]:
 
     def run(enricher: Enricher) -> tuple[float, dict[str, int]]:
         pipeline = SessionPipeline(enricher)
-        store = SessionStore({})  # type: ignore[arg-type]
+        store = SessionStore({})
         counts = {"findings": 0, "revocations": 0, "duplicates": 0}
         revocation_ids = []
         now = datetime.now
@@ -425,7 +490,7 @@ def bench_pipeline(raw_values: list[bytes]) -> dict[str, Any]:
     total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
     rows = []
     for func, (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append((tt, ct, nc, pstats.func_std_string(func)))
+        rows.append((tt, ct, nc, _func_name(func)))
     rows.sort(reverse=True)
     top = [{"tottime_s": tt, "share": tt / total, "cumtime_s": ct, "calls": nc,
             "function": _short(name)} for tt, ct, nc, name in rows[:10]]
@@ -462,6 +527,11 @@ def bench_pipeline(raw_values: list[bytes]) -> dict[str, Any]:
         "top10": top,
         "breakdown": breakdown,
     }
+
+
+def _func_name(key: tuple[str, int, str]) -> str:
+    file_, line, fn = key
+    return fn if file_ == "~" else f"{file_}:{line}({fn})"
 
 
 def _short(name: str) -> str:
@@ -502,7 +572,7 @@ class RevocationWatch:
                 if msg is None or msg.error():
                     continue
                 arrived, wall = time.perf_counter(), time.time()
-                rev = decode_revocation(msg.value())
+                rev = decode_revocation(msg.value() or b"")
                 for event_id in rev.events:
                     self.seen[event_id] = (arrived, wall, rev)
             c.close()
@@ -578,6 +648,73 @@ def bench_worker(bootstrap: str, work: Workload, expected_revocations: set[str] 
             return out
     finally:
         watch.close()
+
+
+# The worker's parts, cumulative per processed event: (label, file suffix, function name).
+WORKER_PARTS = (
+    ("session_agent body (all per-event work in the agent)", "streams/app.py", "session_agent"),
+    ("decode_event (msgspec + checks)", "producers/contract.py", "decode_event"),
+    ("SessionPipeline.process", "streams/pipeline.py", "process"),
+    ("SessionStore.put (table write on material change)", "streams/session_store.py", "put"),
+    ("faust Table.on_key_set (table write + changelog send)", "faust/tables/table.py",
+     "on_key_set"),
+    ("faust Topic.send (findings, revocations, changelog)", "faust/topics.py", "send"),
+    ("logging (revocation info lines)", "logging/__init__.py", "info"),
+    ("Consumer._drain_messages (fetch loop)", "faust/transport/consumer.py", "_drain_messages"),
+    ("Service.wait_first", "mode/services.py", "wait_first"),
+    ("Conductor on_message", "faust/transport/conductor.py", "on_message"),
+    ("Stream._c_aiter", "faust/streams.py", "_c_aiter"),
+    ("asyncio create_task", "asyncio/base_events.py", "create_task"),
+)
+
+
+def profile_worker(bootstrap: str, tmp: Path, seconds: float) -> dict[str, Any]:
+    """A second worker (fresh group: reads sessionwatch.events from the start) under cProfile."""
+    app_id = f"bench-prof-{uuid.uuid4().hex[:8]}"
+    out = tmp / "worker.pstats"
+    cmd = [sys.executable, "-m", "benchmarks._profiled_worker", str(out), "worker",
+           "--app-id", app_id, "--partitions", "1"]
+    with child(cmd, tmp / "worker_profiled.log",
+               child_env(SESSIONWATCH_BOOTSTRAP=bootstrap)) as proc:
+        time.sleep(seconds)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pass
+    if not out.exists():
+        return {"error": "the profiled worker wrote no stats"}
+    raw = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    events = sum(v[1] for k, v in raw.items()
+                 if k[0].endswith("streams/pipeline.py") and k[2] == "process")
+    total = sum(v[2] for v in raw.values())
+    groups: dict[str, float] = {}
+    for (file_, _line, fn), v in raw.items():
+        group = "idle (waiting in epoll)" if "select.epoll" in fn else next(
+            (g for g, marker in _WORKER_GROUPS if marker in file_), "other (builtins, C)")
+        groups[group] = groups.get(group, 0.0) + v[2]
+    parts = {}
+    for label, file_, fn in WORKER_PARTS:
+        hits = [v for k, v in raw.items() if k[0].endswith(file_) and k[2] == fn]
+        parts[label] = {"cumtime_s": sum(v[3] for v in hits), "calls": sum(v[1] for v in hits)}
+    return {"seconds": seconds, "events": events, "own_total_s": total, "parts": parts,
+            "own_by_package": {g: t / total for g, t in sorted(groups.items(), key=lambda x: -x[1])}}
+
+
+_WORKER_GROUPS = (
+    ("asyncio", "/asyncio/"),
+    ("faust", "/faust/"),
+    ("mode", "/mode/"),
+    ("aiokafka", "/aiokafka/"),
+    ("sessionwatch (producers/, streams/)", "/main/producers/"),
+    ("sessionwatch (producers/, streams/)", "/main/streams/"),
+    ("ipaddress", "/ipaddress.py"),
+    ("logging", "/logging/"),
+    ("ua-parser / GeoIP", "/ua_parser"),
+    ("ua-parser / GeoIP", "/geoip2fast"),
+    ("ua-parser / GeoIP", "/maxminddb"),
+    ("import machinery (start-up)", "<frozen importlib"),
+)
 
 
 def _latency(bootstrap: str, watch: RevocationWatch, pairs: int, gap_s: float,
@@ -657,6 +794,18 @@ def _worker_diagnose(out: dict[str, Any], bootstrap: str, app_id: str, log_path:
 # -- report ----------------------------------------------------------------------------------
 
 
+def source_state() -> str:
+    """The commit under test and whether the working tree differs from it (`git status` only)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain=v2", "--branch"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    oid = next((ln.split()[-1] for ln in out.splitlines() if ln.startswith("# branch.oid")), "?")
+    changed = [ln for ln in out.splitlines() if not ln.startswith("#")]
+    return f"commit {oid[:10]}" + (f" + {len(changed)} uncommitted paths" if changed else "")
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -677,6 +826,18 @@ def versions() -> str:
 
     names = ("faust-streaming", "aiokafka", "confluent-kafka", "msgspec")
     return ", ".join(f"{n} {version(n)}" for n in names)
+
+
+def worker_settings() -> str:
+    """The worker's default tuning, as the code under test has it (it changes under us)."""
+    from dataclasses import asdict
+
+    from streams.settings import Settings
+
+    wanted = ("max_poll_records", "stream_buffer_maxsize", "fetch_max_wait_ms", "state_flush_s",
+              "session_timeout_s", "store")
+    values = asdict(Settings())
+    return ", ".join(f"{k}={values[k]}" for k in wanted if k in values)
 
 
 def table(r: dict[str, Any]) -> str:
@@ -705,11 +866,17 @@ def table(r: dict[str, Any]) -> str:
         ("(e) event -> revocation received, p99", rate(lat.get("total_ms", {}).get("p99")), "ms"),
     ]
     width = max(len(a) for a, _, _ in rows)
-    return "\n".join(f"| {a:<{width}} | {b} | {c:<8} |" for a, b, c in rows)
+    head = [f"| {'measurement':<{width}} | {'value':>12} | {'unit':<8} |",
+            f"|{'-' * (width + 2)}|{'-' * 13}:|{'-' * 10}|"]
+    return "\n".join(head + [f"| {a:<{width}} | {b} | {c:<8} |" for a, b, c in rows])
 
 
 def details(r: dict[str, Any]) -> str:
     out = []
+    for key in ("aiokafka", "aiokafka_json"):
+        runs = ", ".join(f"{x:,.0f}" for x in r[key].get("all_events_per_s", []))
+        out.append(f"{key}: median of 3 reads of {r[key]['events']:,} events "
+                   f"({r[key]['getmany_calls']} getmany calls each); all: {runs} events/s")
     for wait, pc in r["aiokafka_latency"].items():
         if pc:
             out.append(f"raw aiokafka at a low rate (100 messages {r['gap_ms']:.0f} ms apart), "
@@ -727,6 +894,22 @@ def details(r: dict[str, Any]) -> str:
             f"in the consumer thread: {1000 * f['seconds'] / max(f['calls'], 1):.0f} ms per call")
     elif "error" in bf:
         out.append(f"bare faust: {bf['error']}")
+    prof = r.get("bare_faust_profile", {})
+    if "profile" in prof:
+        fp = prof["profile"]
+        out.append(f"bare faust under cProfile (event-loop thread, {prof['events']:,} messages, "
+                   f"{prof['events_per_s']:,.0f}/s while profiled); top 12 by own time:")
+        for row in fp["top"]:
+            out.append(f"  {row['share']:6.1%}  {row['tottime_s']:6.3f}s own  "
+                       f"{row['cumtime_s']:6.3f}s cum  {row['calls']:>8} calls  {row['function']}")
+        out.append("bare faust, own time by package (profiled): " + ", ".join(
+            f"{g} {share:.0%}" for g, share in fp["own_by_package"].items()))
+        out.append("bare faust, cumulative time per message of faust's parts (profiled):")
+        for label, part in fp["parts"].items():
+            per = 1e6 * part["cumtime_s"] / max(prof["events"], 1)
+            out.append(f"  {per:7.1f} us/msg  {part['calls']:>8} calls  {label}")
+    elif "error" in prof:
+        out.append(f"bare faust profile: {prof['error']}")
     p = r["pipeline"]
     c = p["counts"]
     out.append(
@@ -750,6 +933,7 @@ def details(r: dict[str, Any]) -> str:
         out.append("  log tail:\n" + w.get("log_tail", ""))
     elif w:
         t = w["throughput"]
+        out.append(f"worker default settings: {r['worker_settings']}")
         out.append(
             f"worker: startup (launch -> first revocation decided) {w['startup_s']:.1f} s; "
             f"{t['events']:,} events in {t['wall_s']:.1f} s; {w['body_revocations']} revocations "
@@ -766,7 +950,25 @@ def details(r: dict[str, Any]) -> str:
                 f"decided_at in the worker p50 {dec['p50']:.0f} p99 {dec['p99']:.0f} ms")
         for line in w.get("stats_lines", []):
             out.append(f"worker stats log: {line}")
+    wp = r.get("worker_profile", {})
+    if "parts" in wp:
+        n = max(wp["events"], 1)
+        out.append(f"worker under cProfile ({wp['seconds']:.0f} s incl. start-up, "
+                   f"{wp['events']:,} events processed); own time by package: " + ", ".join(
+                       f"{g} {share:.0%}" for g, share in wp["own_by_package"].items()))
+        out.append("worker, cumulative time per processed event (profiled, so inflated):")
+        for label, part in wp["parts"].items():
+            out.append(f"  {1e6 * part['cumtime_s'] / n:7.1f} us/event  {part['calls']:>8} calls"
+                       f"  {label}")
+    elif "error" in wp:
+        out.append(f"worker profile: {wp['error']}")
     return "\n".join(out)
+
+
+def header(r: dict[str, Any]) -> str:
+    return (f"{r['events']:,} events, {r['sessions']:,} sessions, {r['hijacks_in_body']} curl "
+            f"take-overs in the body; {r['machine']}; {r['versions']}; {r['source']}; "
+            f"total runtime {r['runtime_s']:.0f} s")
 
 
 def update_readme(text: str) -> None:
@@ -789,6 +991,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=5_000, help="sessions S (default 5000)")
     parser.add_argument("--latency-pairs", type=int, default=200)
     parser.add_argument("--latency-gap-ms", type=float, default=20.0)
+    parser.add_argument("--faust-profile-events", type=int, default=30_000,
+                        help="events for the separate cProfile run of the bare faust agent "
+                             "(0 = skip; default 30000)")
+    parser.add_argument("--worker-profile-s", type=float, default=25.0,
+                        help="seconds to run a second worker under cProfile (0 = skip; "
+                             "default 25, of which ~6 are start-up)")
     parser.add_argument("--json", help="also write all figures to this JSON file")
     parser.add_argument("--update-readme", action="store_true",
                         help="replace the figures block in benchmarks/README.md")
@@ -803,7 +1011,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine(), "versions": versions(),
                                "events": args.events, "sessions": args.sessions,
-                               "gap_ms": args.latency_gap_ms}
+                               "gap_ms": args.latency_gap_ms,
+                               "worker_settings": worker_settings(),
+                               "source": source_state()}
     with tempfile.TemporaryDirectory(prefix="sw-bench-") as tmp_name:
         tmp = Path(tmp_name)
         print(f"building {args.events:,} events over {args.sessions:,} sessions ...", flush=True)
@@ -829,6 +1039,11 @@ def main(argv: list[str] | None = None) -> int:
 
             print("(c) bare faust agent ...", flush=True)
             results["bare_faust"] = bench_bare_faust(bs, raw_topic, len(work.body), tmp, 150)
+            n_prof = min(len(work.body), args.faust_profile_events)
+            if n_prof:
+                print("(c) bare faust agent under cProfile ...", flush=True)
+                results["bare_faust_profile"] = bench_bare_faust(bs, raw_topic, n_prof, tmp, 150,
+                                                                 profile=True)
 
             print("(d) pure pipeline ...", flush=True)
             results["pipeline"] = bench_pipeline([v for _k, v in work.body])
@@ -837,19 +1052,18 @@ def main(argv: list[str] | None = None) -> int:
             results["worker"] = bench_worker(
                 bs, work, results["pipeline"]["revocation_ids"], tmp, timeout_s=150,
                 latency_pairs=args.latency_pairs, latency_gap_s=args.latency_gap_ms / 1000)
+            if args.worker_profile_s > 0:
+                print("(e) sessionwatch worker under cProfile ...", flush=True)
+                results["worker_profile"] = profile_worker(bs, tmp, args.worker_profile_s)
     results["runtime_s"] = time.perf_counter() - started
 
-    header = (f"{args.events:,} events, {args.sessions:,} sessions, "
-              f"{work.hijacks} curl take-overs in the body; {results['machine']}; "
-              f"{results['versions']}; total runtime {results['runtime_s']:.0f} s")
-    text = f"{header}\n\n{table(results)}\n\n{details(results)}"
     print()
-    print(text)
+    print(f"{header(results)}\n\n{table(results)}\n\n{details(results)}")
     if args.json:
         results["pipeline"]["revocation_ids"] = sorted(results["pipeline"]["revocation_ids"])
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     if args.update_readme:
-        update_readme(f"```\n{text}\n```")
+        update_readme(f"{header(results)}\n\n{table(results)}\n\n```\n{details(results)}\n```")
     return 0 if "error" not in results.get("worker", {}) else 1
 
 

@@ -7,6 +7,7 @@ its reason and position; the agent never stops for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -125,7 +126,8 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             "dead-lettered %s[%d]@%d: %s: %s",
             message.topic, message.partition, message.offset, reason, detail[:200],
         )
-        await deadletter.send(key=message.key, value=encode(record))
+        # Confirmed before the offset can be committed: dead-lettered input is never lost.
+        await (await deadletter.send(key=message.key, value=encode(record)))
 
     @app.agent(events, name="sessionwatch.session_agent")
     async def session_agent(stream: faust.StreamT[bytes]) -> None:
@@ -164,18 +166,25 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             stats.watermark = max(stats.watermark, event.time.timestamp())
             store.put(key, outcome)
             stats.processed += 1
+            # Wait for the broker to confirm this event's outputs before the loop moves on: faust
+            # acks (and later commits) the event's offset when the body ends, and an offset must
+            # never be committed ahead of a revocation it caused.
+            deliveries = []
             for finding in outcome.findings:
                 stats.findings += 1
-                await findings.send(key=key, value=encode(finding))
+                deliveries.append(await findings.send(key=key, value=encode(finding)))
             if outcome.revocation is not None:
                 stats.revocations += 1
-                await revocations.send(key=key, value=encode(outcome.revocation))
+                deliveries.append(
+                    await revocations.send(key=key, value=encode(outcome.revocation)))
                 log.info(
                     "revoked session %s… (%s) on event %s",
                     event.session[:12],
                     ", ".join(r.detector for r in outcome.revocation.reasons),
                     event.id,
                 )
+            if deliveries:
+                await asyncio.gather(*deliveries)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:

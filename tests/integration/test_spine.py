@@ -186,3 +186,15 @@ def test_replay_gives_the_same_revocation_ids(broker, worker, tmp_path):
     # every decision was made twice (once per group), with identical ids
     assert sorted(set(ids)) == ids_before
     assert all(ids.count(i) == 2 for i in ids_before)
+
+
+def test_the_agent_never_crashed(worker):
+    """faust restarts a crashed agent quietly; a crash on any message above is still a bug.
+
+    Runs last in this module, after every kind of input above went through the same worker.
+    """
+    from conftest import worker_log
+
+    log = worker_log(worker)
+    assert "Crashed reason=" not in log, log[-3000:]
+    assert worker.proc.poll() is None

@@ -104,10 +104,14 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
     findings = app.topic(FINDINGS_TOPIC, **raw)
     revocations = app.topic(REVOCATIONS_TOPIC, **raw)
     deadletter = app.topic(DEADLETTER_TOPIC, **raw)
-    table = app.Table(
-        "sessions", partitions=settings.partitions, schema=faust.Schema(**raw)  # type: ignore[arg-type]
-    )
-    store = SessionStore(table, flush_after_s=settings.state_flush_s)  # type: ignore[arg-type]
+    # bytes/bytes makes faust use the raw codec both when writing the changelog and when
+    # recovering from it (a Schema alone covers only the writes: recovery then decoded JSON).
+    table = app.Table("sessions", partitions=settings.partitions, key_type=bytes,
+                      value_type=bytes)
+    # The store writes table.data (the local store) and hands back changelog records that the
+    # agent publishes and awaits itself: see streams/session_store.py for why.
+    store = SessionStore(table.data, flush_after_s=settings.state_flush_s)  # type: ignore[arg-type]
+    changelog = table.changelog_topic
 
     async def to_deadletter(message: Any, reason: str, detail: str) -> None:
         stats.deadlettered += 1
@@ -164,12 +168,15 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
                 stats.duplicates += 1
                 continue
             stats.watermark = max(stats.watermark, event.time.timestamp())
-            store.put(key, outcome)
             stats.processed += 1
-            # Wait for the broker to confirm this event's outputs before the loop moves on: faust
-            # acks (and later commits) the event's offset when the body ends, and an offset must
-            # never be committed ahead of a revocation it caused.
-            deliveries = []
+            # Wait for the broker to confirm this event's state write and outputs before the loop
+            # moves on: faust acks (and later commits) the offset when the body ends, and an
+            # offset must never be committed ahead of the state or a revocation it caused.
+            deliveries = [
+                await changelog.send(key=record.key, value=record.value,
+                                     partition=record.partition)
+                for record in store.put(key, outcome, message.partition)
+            ]
             for finding in outcome.findings:
                 stats.findings += 1
                 deliveries.append(await findings.send(key=key, value=encode(finding)))
@@ -188,13 +195,15 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        store.flush()
         store.clear()
 
     @app.timer(interval=300.0)
     async def sweep() -> None:
         if stats.watermark:
-            stats.expired += store.expire(stats.watermark - settings.session_ttl_s)
+            tombstones = store.expire(stats.watermark - settings.session_ttl_s)
+            stats.expired += len(tombstones)
+            for record in tombstones:
+                await changelog.send(key=record.key, value=None, partition=record.partition)
 
     last_log = [time.monotonic(), 0]
 

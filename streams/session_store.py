@@ -1,31 +1,46 @@
-"""Per-session state on top of a faust table, with a write-behind cache.
+"""Per-session state on top of a faust table's local store, with a write-behind cache.
 
-Writing the table on every event costs a changelog message per event; measured here that made
-a faust worker too slow to finish 200k events in two minutes. So the store keeps the live
-`SessionState` objects in an LRU cache and writes the table (hence the changelog) only when
-something material changed (new address, network, client, user, end, revocation), or when the
+faust creates the table's changelog topic and recovers from it (and keeps standbys), but the
+store does not let `table[key] = value` write the changelog: faust queues those writes in a
+producer buffer that nothing ties to the offset commit. Measured: after 30 sessions were processed
+and their offsets committed, the changelog held 2 of the 30 writes, so a rebalance or crash lost
+state for events already committed. Instead the store writes the local store (`table.data`) and
+returns the changelog records; the agent sends them to the source event's partition and awaits
+delivery before the event's offset can be committed, as it does for findings and revocations.
+
+Writes are also sparse: the store keeps live `SessionState` objects in an LRU cache and writes
+only when something material changed (address, network, client, user, end, revocation) or the
 last write is older than `flush_after_s` of event time. What a crash can lose is at most that
-much `last_seen`/counter drift and the recent-id ring; reprocessing after it yields the same
-deterministic finding and revocation ids, which consumers dedupe.
+much `last_seen`/counter drift and the recent-id ring; reprocessing yields the same deterministic
+finding and revocation ids, which consumers dedupe.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import MutableMapping
+from typing import NamedTuple
 
 from streams.pipeline import Outcome
 from streams.state import SessionState, dump_state, load_state
 
 
+class ChangelogRecord(NamedTuple):
+    """A write for the table's changelog topic; `value` None is a tombstone."""
+
+    key: bytes
+    value: bytes | None
+    partition: int
+
+
 class SessionStore:
     def __init__(
         self,
-        table: MutableMapping[bytes, bytes],
+        data: MutableMapping[bytes, bytes],
         flush_after_s: float = 60.0,
         max_cached: int = 200_000,
     ) -> None:
-        self._table = table
+        self._data = data
         self._flush_after = flush_after_s
         self._max_cached = max_cached
         self._cache: OrderedDict[bytes, SessionState] = OrderedDict()
@@ -36,59 +51,66 @@ class SessionStore:
         if state is not None:
             self._cache.move_to_end(key)
             return state
-        raw = self._table.get(key)
+        raw = self._data.get(key)
         if raw is None:
             return None
         state = load_state(raw)
         self._remember(key, state)
         return state
 
-    def put(self, key: bytes, outcome: Outcome) -> None:
+    def put(self, key: bytes, outcome: Outcome, partition: int) -> list[ChangelogRecord]:
+        """Keep the outcome's state; returns the changelog records to publish for it."""
         state = outcome.state
         if outcome.duplicate or state is None:
-            return
+            return []
+        state.partition = partition
+        records: list[ChangelogRecord] = []
         if outcome.material or state.last_seen - state.persisted_at >= self._flush_after:
-            self._write(key, state)
+            records.append(self._write(key, state))
         self._remember(key, state)
+        return records
 
-    def flush(self) -> None:
-        """Write every cached state that has unwritten changes (on shutdown or rebalance)."""
-        for key, state in self._cache.items():
-            if state.persisted_at < state.last_seen:
-                self._write(key, state)
-
-    def expire(self, older_than: float) -> int:
-        """Delete every session whose `last_seen` (event time) is before `older_than`.
+    def expire(self, older_than: float) -> list[ChangelogRecord]:
+        """Forget every session whose `last_seen` (event time) is before `older_than`.
 
         Garbage collection only: the pipeline already ignores such state on its own, so when this
-        runs never changes a decision. Returns how many sessions were removed.
+        runs never changes a decision. Returns the tombstones to publish.
         """
-        expired = [k for k, st in self._cache.items() if st.last_seen < older_than]
+        expired = {k: st.partition for k, st in self._cache.items() if st.last_seen < older_than}
         for key in expired:
             del self._cache[key]
-        for key, raw in list(self._table.items()):
-            if key not in self._cache and load_state(raw).last_seen < older_than:
-                expired.append(key)
+        for key, raw in list(self._data.items()):
+            if key not in expired and key not in self._cache:
+                state = load_state(raw)
+                if state.last_seen < older_than:
+                    expired[key] = state.partition
         for key in expired:
-            self._table.pop(key, None)
-        return len(expired)
+            self._data.pop(key, None)
+        return [ChangelogRecord(key, None, p) for key, p in expired.items() if p >= 0]
 
     def clear(self) -> None:
-        """Forget the cache; the table is the truth after a rebalance."""
+        """Forget the cache (after a rebalance the local store, recovered by faust, is the truth).
+
+        Unwritten drift (at most `flush_after_s` of `last_seen`) is dropped rather than written
+        here: outside the stream there is no source offset to tie a write to.
+        """
         self._cache.clear()
 
-    def _write(self, key: bytes, state: SessionState) -> None:
+    def _write(self, key: bytes, state: SessionState) -> ChangelogRecord:
         state.persisted_at = state.last_seen
-        self._table[key] = dump_state(state)
+        raw = dump_state(state)
+        self._data[key] = raw
         self.writes += 1
+        return ChangelogRecord(key, raw, state.partition)
 
     def _remember(self, key: bytes, state: SessionState) -> None:
+        # An evicted session's unwritten drift is dropped, as in clear(): writing it here would
+        # put it in the current event's partition (faust's RocksDB store picks the partition from
+        # the event being processed), not the evicted session's.
         self._cache[key] = state
         self._cache.move_to_end(key)
         while len(self._cache) > self._max_cached:
-            old_key, old = self._cache.popitem(last=False)
-            if old.persisted_at < old.last_seen:
-                self._write(old_key, old)
+            self._cache.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -40,6 +40,8 @@ class SessionState(msgspec.Struct, kw_only=True):
     recent_ids: list[str] = msgspec.field(default_factory=list)
     # Event time at which the state was last written to the table (see streams/session_store.py).
     persisted_at: float = 0.0
+    # The events-topic partition this session lives on (where its changelog records go).
+    partition: int = -1
 
     def material(self) -> tuple[object, ...]:
         """The fields whose change must reach the changelog at once (not just on the next flush)."""

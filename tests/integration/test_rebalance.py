@@ -7,6 +7,7 @@ bypasses faust's per-message wait_first while the flow is active.
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 from conftest import caught_up, read_until, send, worker_log
@@ -44,19 +45,28 @@ def test_worker_joins_and_leaves_without_losing_or_doubling(broker, worker, prod
                         for s in split])
         caught_up(broker.bootstrap)
     finally:
+        stop_started = time.monotonic()
         second.stop()
+        print(f"second worker stopped in {time.monotonic() - stop_started:.1f}s "
+              f"(exit code {second.proc.returncode})")
     after, events_after = hijacks(30)
+    left_at = time.monotonic()
     send(producer, events_after)  # back to one worker, which takes every partition again
     wanted = set(before + during + after + split)
     records = read_until(
         broker.bootstrap, ["sessionwatch.revocations"],
         lambda r: wanted <= {v["session"] for _, v in r}, timeout_s=60,
     )
-    caught_up(broker.bootstrap)
+    failover_s = time.monotonic() - left_at
+    print(f"failover: the remaining worker revoked every later hijack {failover_s:.1f}s after "
+          "the second worker stopped")
     revoked = [v["session"] for _, v in records if v["session"] in wanted]
     missing = wanted - set(revoked)
     groups = {"before": before, "split": split, "during": during, "after": after}
-    assert not missing, {name: len(missing & set(group)) for name, group in groups.items()}
+    assert not missing, (
+        {name: len(missing & set(group)) for name, group in groups.items()},
+        "\n".join(worker_log(worker).splitlines()[-60:]),
+    )
     # at-least-once may re-emit a decision after a rebalance, but always with the same id
     ids = {}
     for _, v in records:

@@ -55,7 +55,9 @@ def test_worker_joins_and_leaves_without_losing_or_doubling(broker, worker, prod
     wanted = set(before + during + after + split)
     records = read_until(
         broker.bootstrap, ["sessionwatch.revocations"],
-        lambda r: wanted <= {v["session"] for _, v in r}, timeout_s=60,
+        # Failover normally takes 2-3 s; once in about seven full runs it took over a minute
+        # (not reproduced since, with the log dump below in place) - hence the wide deadline.
+        lambda r: wanted <= {v["session"] for _, v in r}, timeout_s=150,
     )
     failover_s = time.monotonic() - left_at
     print(f"failover: the remaining worker revoked every later hijack {failover_s:.1f}s after "

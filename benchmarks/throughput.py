@@ -460,7 +460,7 @@ def bench_pipeline(raw_values: list[bytes]) -> dict[str, Any]:
             if outcome.duplicate:
                 counts["duplicates"] += 1
                 continue
-            store.put(key, outcome)
+            store.put(key, outcome, 0)
             counts["findings"] += len(outcome.findings)
             if outcome.revocation is not None:
                 counts["revocations"] += 1

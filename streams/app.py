@@ -90,7 +90,8 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
         web_bind="127.0.0.1",
-        producer_linger=0.005,
+        # The agent awaits each state write and output: a linger would add to every one.
+        producer_linger=0.0,
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 5, 0.5),

@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=300, help="simulated users (default 300)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the simulation")
     demo.add_argument("--bootstrap", help="use this Kafka instead of starting the embedded one")
-    demo.add_argument("--rate", type=float, default=1000.0,
-                      help="events/s to send (default 1000; above what the worker sustains, "
+    demo.add_argument("--rate", type=float, default=500.0,
+                      help="events/s to send (default 500; above what the worker sustains, "
                            "latency measures the queue)")
     return parser
 

@@ -38,7 +38,7 @@ from sessionwatch.simulation import ATTACK_KINDS, DETECTABLE_ATTACKS, Plan, plan
 
 DEMO_APP_ID = "sessionwatch-demo"
 # events/s: paced so that latency measures the pipeline, not a queue the demo built up itself
-DEFAULT_RATE = 1000.0
+DEFAULT_RATE = 500.0
 
 
 @dataclass

@@ -145,9 +145,11 @@ def score(plan: Plan, hasher: TokenHasher, sent: dict[str, float], received: Rec
     latencies = []
     tp = fp = 0
     detectors: Counter[str] = Counter()
+    seen_ids: set[str] = set()
     for at, rev in received.revocations:
-        if rev.id in {r.id for r in revoked.values()}:
+        if rev.id in seen_ids:
             continue  # redelivered duplicate
+        seen_ids.add(rev.id)
         label = by_hash.get(rev.session or "")
         if label is None:
             continue

@@ -181,15 +181,13 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             for finding in outcome.findings:
                 stats.findings += 1
                 deliveries.append(await findings.send(key=key, value=encode(finding)))
-            if outcome.revocation is not None:
+            for revocation in outcome.revocations:
                 stats.revocations += 1
-                deliveries.append(
-                    await revocations.send(key=key, value=encode(outcome.revocation)))
+                deliveries.append(await revocations.send(key=key, value=encode(revocation)))
                 log.info(
-                    "revoked session %s… (%s) on event %s",
-                    event.session[:12],
-                    ", ".join(r.detector for r in outcome.revocation.reasons),
-                    event.id,
+                    "%s %s %s… (%s) on event %s", revocation.action.value, revocation.scope.value,
+                    (revocation.session or revocation.user or revocation.source or "")[:12],
+                    ", ".join(r.detector for r in revocation.reasons), event.id,
                 )
             if deliveries:
                 await asyncio.gather(*deliveries)

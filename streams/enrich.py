@@ -27,6 +27,44 @@ _TOOL_PREFIXES = ("python-", "go-http", "java/", "curl/", "wget/", "okhttp/", "a
                   "node-fetch", "postmanruntime/", "insomnia/", "libwww-perl", "httpie/")
 
 
+# What kind of network an ASN is, from its name (offline, no reputation feed): "tor" exits,
+# consumer "vpn"/relay egress (Apple Private Relay runs on Akamai/Cloudflare/Fastly), "hosting"
+# (datacenters and VPS providers, where replayed cookies usually come from). First match wins.
+# Production deployments with a commercial feed can extend these lists.
+NETWORK_KIND_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("tor", ("STIFTUNG ERNEUERBARE FREIHEIT", "TORSERVERS", "TOR EXIT", "ZWIEBELFREUNDE",
+             "FOUNDATION FOR APPLIED PRIVACY", "EMERALD ONION", "NOS OIGNONS")),
+    ("vpn", ("DATACAMP", "M247", "31173 SERVICES", "PACKETHUB", "TEFINCOM", "EXPRESSVPN",
+             "PROTON AG", "PRIVATE INTERNET ACCESS", "LONDON TRUST MEDIA", "CDN77", "SURFSHARK",
+             "WINDSCRIBE", "MULLVAD", "NORDVPN", "AKAMAI INTERNATIONAL", "CLOUDFLARENET",
+             "FASTLY", "IPXO")),
+    ("hosting", ("DIGITALOCEAN", "AMAZON", "AWS", "OVH", "HETZNER", "LINODE",
+                 "AKAMAI CONNECTED CLOUD", "CHOOPA", "VULTR", "GOOGLE-CLOUD", "GOOGLE CLOUD",
+                 "MICROSOFT", "ORACLE", "ALIBABA", "TENCENT", "CONTABO", "SCALEWAY",
+                 "ONLINE S.A.S", "LEASEWEB", "NFORCE", "HOSTINGER", "IONOS", "HOSTWINDS",
+                 "COLOCROSSING", "PSYCHZ", "QUADRANET", "FRANTECH", "SERVERIUS", "WORLDSTREAM",
+                 "SELECTEL", "TIMEWEB", "HOSTING", "DATACENTER", "DATA CENTER", "SERVERS",
+                 "VPS")),
+)
+# Exact names that are datacenters but too generic to match by keyword.
+_HOSTING_NAMES = frozenset({"GOOGLE"})
+# GeoLite2 gives a country's centroid, without a city, for addresses it only knows by country;
+# such a point (or one this vague) says nothing about distance.
+COARSE_ACCURACY_KM = 500.0
+
+
+def network_kind(asn: str | None) -> str | None:
+    if not asn:
+        return None
+    name = asn.upper()
+    if name in _HOSTING_NAMES:
+        return "hosting"
+    for kind, words in NETWORK_KIND_KEYWORDS:
+        if any(w in name for w in words):
+            return kind
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Network:
     """Where an address sits: its announcing network and a coarse location."""
@@ -38,6 +76,42 @@ class Network:
     lon: float | None
     accuracy_km: float | None
     private: bool
+    city: str | None = None
+    kind: str | None = None  # "hosting", "vpn", "tor" or None (residential, mobile, unknown)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A point and how far off it may be.
+
+    `coarse`: GeoIP knew only the country (no city, radius >= 500 km: often the country's
+    centroid, e.g. 37.751,-97.822 for the US) - useless for distance. The app's own location is
+    never coarse; its `accuracy_km` widens the tolerance instead.
+    """
+
+    lat: float
+    lon: float
+    accuracy_km: float
+    coarse: bool
+    source: str              # "geoip" or "app" (the app's own `attrs.geo`)
+
+
+def locate(attrs: dict[str, Any], network: Network) -> Location | None:
+    """The event's location: the app's `attrs.geo` {lat, lon, accuracy_km} wins over GeoIP."""
+    geo = attrs.get("geo") if attrs else None
+    if isinstance(geo, dict):
+        lat, lon = geo.get("lat"), geo.get("lon")
+        if (isinstance(lat, (int, float)) and isinstance(lon, (int, float))
+                and not isinstance(lat, bool) and -90 <= lat <= 90 and -180 <= lon <= 180):
+            acc = geo.get("accuracy_km")
+            acc = float(acc) if isinstance(acc, (int, float)) and acc >= 0 else 1.0
+            return Location(float(lat), float(lon), acc, coarse=False, source="app")
+    if network.lat is None or network.lon is None:
+        return None
+    acc = float(network.accuracy_km or COARSE_ACCURACY_KM)
+    return Location(network.lat, network.lon, acc,
+                    coarse=network.city is None and acc >= COARSE_ACCURACY_KM,
+                    source="geoip")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +166,7 @@ class Enricher:
         rec: Any = self._city.get(ip) or {}
         loc = rec.get("location") or {}
         country = (rec.get("country") or rec.get("registered_country") or {}).get("iso_code")
+        city = ((rec.get("city") or {}).get("names") or {}).get("en")
         return Network(
             asn=asn_name,
             asn_cidr=asn_cidr,
@@ -100,6 +175,8 @@ class Enricher:
             lon=loc.get("longitude"),
             accuracy_km=loc.get("accuracy_radius"),
             private=False,
+            city=city,
+            kind=network_kind(asn_name),
         )
 
     def _client(self, user_agent: str | None) -> Client:

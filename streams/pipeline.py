@@ -13,10 +13,10 @@ from datetime import datetime
 
 import msgspec
 
-from producers.contract import Event, EventType, Finding, Revocation
+from producers.contract import Action, Event, EventType, Finding, Revocation, Scope
 from streams.detectors import SESSION_DETECTORS, Context, SessionDetector
-from streams.enrich import Client, Enricher, Network, network_prefix
-from streams.policy import Policy, finding_id
+from streams.enrich import Client, Enricher, Location, Network, locate, network_prefix
+from streams.policy import Detection, Policy
 from streams.state import SessionState, remember
 
 
@@ -24,13 +24,18 @@ from streams.state import SessionState, remember
 class Outcome:
     state: SessionState | None
     findings: list[Finding] = field(default_factory=list)
-    revocation: Revocation | None = None
+    revocations: list[Revocation] = field(default_factory=list)
     duplicate: bool = False
     # True when the state changed in a way that must reach the changelog now.
     material: bool = False
 
+    @property
+    def revocation(self) -> Revocation | None:
+        """The revocation of this session, if the event caused one."""
+        return next((r for r in self.revocations if r.scope is Scope.SESSION), None)
 
-_ENDING = frozenset({EventType.LOGOUT, EventType.EXPIRED})
+
+_ENDING = {EventType.LOGOUT: "logout", EventType.EXPIRED: "expired"}
 
 
 class SessionPipeline:
@@ -58,45 +63,48 @@ class SessionPipeline:
         assert event.session is not None, "session-less events do not reach the session pipeline"
         if previous is not None and event.id in previous.recent_ids:
             return Outcome(state=previous, duplicate=True)
-        if previous is not None and event.time.timestamp() - previous.last_seen > self.session_ttl_s:
+        now = event.time.timestamp()
+        if previous is not None and now - previous.last_seen > self.session_ttl_s:
             # Decided on event time, not on whether the sweep ran yet: replays stay identical.
             previous = None
         network = self.enricher.network(event.ip)
         client = self.enricher.client(event.user_agent)
         prefix = network_prefix(event.ip)
+        location = locate(event.attrs, network)
         ctx = Context(event=event, network=network, client=client, prefix=prefix,
-                      previous=previous)
+                      location=location, previous=previous)
+        tp = self.policy.for_tenant(event.tenant)
+        user = event.user or (previous.user if previous else None)
 
-        findings: list[Finding] = []
-        # A session that was revoked or ended is not judged again here: what happens on it after
-        # the end is the replay detector's business, and one revocation per session is enough.
-        if previous is None or (previous.revocation is None and previous.ended_at is None):
-            for detector in self.detectors:
-                if not self.policy.enabled(event.tenant, detector.id):
-                    continue
-                signal = detector.evaluate(ctx)
-                if signal is None:
-                    continue
-                findings.append(
-                    Finding(
-                        id=finding_id(detector.id, event.tenant, event.id),
-                        tenant=event.tenant,
-                        session=event.session,
-                        user=event.user or (previous.user if previous else None),
-                        ip=event.ip,
-                        detector=detector.id,
-                        severity=signal.severity,
-                        summary=signal.summary,
-                        evidence=signal.evidence,
-                        event_time=event.time,
-                        events=[event.id],
-                    )
-                )
-        revocation = self.policy.decide(event, findings, decided_at) if findings else None
-
-        state = _advance(previous, event, network, client, prefix, revocation)
+        # A session that was revoked or ended is judged only by the detectors made for that
+        # (replay after the end): one revocation per session is enough.
+        ended = previous is not None and (
+            previous.revocation is not None or previous.ended_at is not None)
+        detections: list[Detection] = []
+        flagged: dict[str, float] = {}
+        for detector in self.detectors:
+            if ended and not detector.after_end:
+                continue
+            rule = tp.rule(detector.id)
+            if not rule.enabled:
+                continue
+            signal = detector.evaluate(ctx, tp.params(detector))
+            if signal is None:
+                continue
+            last = previous.flagged.get(detector.id) if previous is not None else None
+            if last is not None and now - last < tp.dedup_window_s and ended:
+                continue  # the same replay again: already reported
+            flagged[detector.id] = now
+            detections.append(self.policy.detection(detector, signal, event, event.session, user))
+        revocations: list[Revocation] = []
+        if detections and (previous is None or previous.revocation is None):
+            revocations = self.policy.decide(event, detections, decided_at, asn=network.asn,
+                                             user=user)
+        state = _advance(previous, event, network, client, prefix, location, revocations,
+                         flagged)
         material = previous is None or state.material() != previous.material()
-        return Outcome(state=state, findings=findings, revocation=revocation, material=material)
+        return Outcome(state=state, findings=[d.finding for d in detections],
+                       revocations=revocations, material=material)
 
 
 def _advance(
@@ -105,7 +113,9 @@ def _advance(
     network: Network,
     client: Client,
     prefix: str,
-    revocation: Revocation | None,
+    location: Location | None,
+    revocations: Sequence[Revocation],
+    flagged: dict[str, float],
 ) -> SessionState:
     """The state after `event`; `previous` is left as it was (the store may still hold it)."""
     now = event.time.timestamp()
@@ -117,6 +127,7 @@ def _advance(
             networks=list(previous.networks),
             prefixes=list(previous.prefixes),
             recent_ids=list(previous.recent_ids),
+            flagged=dict(previous.flagged),
         )
     state.remember_id(event.id)
     state.events += 1
@@ -129,6 +140,9 @@ def _advance(
         state.authenticated_at = now
     elif event.type in _ENDING and state.ended_at is None:
         state.ended_at = now
+        state.end_reason = _ENDING[event.type]
+        state.ended_ip = event.ip
+        state.ended_user_agent = event.user_agent
     state.ip = event.ip
     state.prefix = prefix
     state.asn = network.asn
@@ -141,6 +155,16 @@ def _advance(
         state.client_os = client.os
         state.client_major = client.major
         state.client_is_tool = client.is_tool
-    if revocation is not None and state.revocation is None:
-        state.revocation = revocation.id
+    if location is not None and not location.coarse:
+        state.lat, state.lon = location.lat, location.lon
+        state.accuracy_km = location.accuracy_km
+        state.located_at = now
+    state.flagged.update(flagged)
+    own = next((r for r in revocations if r.scope is Scope.SESSION and r.session == state.session
+                and r.action is Action.REVOKE), None)
+    if own is not None and state.revocation is None:
+        state.revocation = own.id
+        state.revoked_at = now
+        if state.ended_at is None:
+            state.end_reason = "revoked"
     return state

@@ -35,8 +35,20 @@ class SessionState(msgspec.Struct, kw_only=True):
     # Bounded memory of where this session has been (most recent last).
     networks: list[str] = msgspec.field(default_factory=list)
     prefixes: list[str] = msgspec.field(default_factory=list)
+    # The last usable location (GeoIP city or the app's attrs.geo) and when it was seen.
+    lat: float | None = None
+    lon: float | None = None
+    accuracy_km: float | None = None
+    located_at: float | None = None
     ended_at: float | None = None         # logout or expiry
+    end_reason: str | None = None         # "logout", "expired" or "revoked"
+    # Where the end came from: a request seconds later from here is in flight, not a replay.
+    ended_ip: str | None = None
+    ended_user_agent: str | None = None
     revocation: str | None = None         # id of the revocation that ended it, if any
+    revoked_at: float | None = None
+    # detector id -> event time of its last finding on this session (one finding per window).
+    flagged: dict[str, float] = msgspec.field(default_factory=dict)
     recent_ids: list[str] = msgspec.field(default_factory=list)
     # Event time at which the state was last written to the table (see streams/session_store.py).
     persisted_at: float = 0.0
@@ -48,7 +60,7 @@ class SessionState(msgspec.Struct, kw_only=True):
         return (
             self.user, self.created_at, self.authenticated_at, self.ip, self.asn,
             self.client_family, self.client_os, self.client_is_tool, self.ended_at,
-            self.revocation,
+            self.revocation, self.lat, self.lon, len(self.flagged),
         )
 
     def remember_id(self, event_id: str) -> bool:

@@ -1,13 +1,41 @@
-"""The detector registry: one file per detector in this folder; `SESSION_DETECTORS` lists them.
+"""The detector registry: one file per detector in this folder, listed here by kind.
 
-Adding a detector: write `streams/detectors/<name>.py` with a `SessionDetector` subclass and its
-examples, add it below, and give it a policy default in `streams/policy.py`.
+Adding a detector: write `streams/detectors/<name>.py` with a `SessionDetector`,
+`UserDetector` or `SourceDetector` subclass, its `Params` and its examples, and add it below.
+The id (`session.ip_change`) names the file (`ip_change.py`) and the kind.
 """
 
-from streams.detectors.base import Context, Example, SessionDetector, Signal, Step
+from streams.detectors.base import (
+    ACTIONS,
+    ALERT,
+    BLOCK,
+    REVOKE,
+    REVOKE_USER,
+    STEP_UP,
+    Context,
+    Detector,
+    Example,
+    NoParams,
+    SessionDetector,
+    Signal,
+    SourceContext,
+    SourceDetector,
+    Step,
+    UserContext,
+    UserDetector,
+)
 from streams.detectors.ip_change import IpChange
 from streams.detectors.ua_change import UaChange
 
 SESSION_DETECTORS: tuple[type[SessionDetector], ...] = (IpChange, UaChange)
+USER_DETECTORS: tuple[type[UserDetector], ...] = ()
+SOURCE_DETECTORS: tuple[type[SourceDetector], ...] = ()
+ALL_DETECTORS: tuple[type[Detector], ...] = SESSION_DETECTORS + USER_DETECTORS + SOURCE_DETECTORS
+BY_ID: dict[str, type[Detector]] = {d.id: d for d in ALL_DETECTORS}
 
-__all__ = ["SESSION_DETECTORS", "Context", "Example", "SessionDetector", "Signal", "Step"]
+__all__ = [
+    "ACTIONS", "ALERT", "ALL_DETECTORS", "BLOCK", "BY_ID", "REVOKE", "REVOKE_USER",
+    "SESSION_DETECTORS", "SOURCE_DETECTORS", "STEP_UP", "USER_DETECTORS", "Context", "Detector",
+    "Example", "NoParams", "SessionDetector", "Signal", "SourceContext", "SourceDetector", "Step",
+    "UserContext", "UserDetector",
+]

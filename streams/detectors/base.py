@@ -1,19 +1,42 @@
-"""What every detector is: an id, a default severity, a pure `evaluate`, and its own examples.
+"""What every detector is: an id, defaults, a pure `evaluate`, and its own examples.
 
-A detector scores; it never decides. It returns a `Signal` (severity + admin summary + evidence)
-or None, from the event, its enrichment and the session's state *before* the event. The policy
-(streams/policy.py) turns signals into revocations. Detectors must be deterministic in event time.
+A detector scores; it never decides. It returns a `Signal` (severity + admin summary + evidence,
+and whom a decision would act on) or None. The policy (streams/policy.py) turns signals into
+revocations. Detectors must be deterministic in event time: no wall clock, no randomness.
+
+Three kinds, by the state they see (each kind has its own pipeline and faust agent):
+- `SessionDetector` - one session's state before the event (streams/pipeline.py);
+- `UserDetector` - one user's sessions, logins and failures (streams/user_pipeline.py);
+- `SourceDetector` - windows of one network's traffic (streams/source_pipeline.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from producers.contract import Event, Severity
-from streams.enrich import Client, Network
+from streams.enrich import Client, Location, Network
 from streams.state import SessionState
+
+if TYPE_CHECKING:
+    from streams.source_state import SourceWindows
+    from streams.user_state import UserState
+
+# What a decision caused by a detector does (the policy maps a detector to one of these):
+REVOKE = "revoke"            # revoke the session(s) the signal names (default: the event's)
+REVOKE_USER = "revoke_user"  # revoke every session of the user authenticated before the event
+STEP_UP = "step_up"          # require re-authentication on the session(s)
+BLOCK = "block"              # block the source (address or CIDR) for the tenant's block time
+ALERT = "alert"              # publish the finding only
+ACTIONS = (REVOKE, REVOKE_USER, STEP_UP, BLOCK, ALERT)
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A detector without tunable thresholds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +47,29 @@ class Context:
     network: Network
     client: Client
     prefix: str
+    location: Location | None     # attrs.geo when the app sent it, else GeoIP; None if unknown
     previous: SessionState | None  # None for the first event of a session
+
+
+@dataclass(frozen=True, slots=True)
+class UserContext:
+    """A user detector's view: the event (already recorded in `state`) and the user's state."""
+
+    event: Event
+    network: Network
+    location: Location | None
+    previous: UserState | None  # the user's state before the event
+    state: UserState            # after the event
+
+
+@dataclass(frozen=True, slots=True)
+class SourceContext:
+    """A source detector's view: the event and the windows of its address, prefix and network."""
+
+    event: Event
+    network: Network
+    prefix: str
+    windows: SourceWindows      # counts already include this event
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +77,11 @@ class Signal:
     severity: Severity
     summary: str
     evidence: dict[str, Any]
+    # Whom a decision acts on. `sessions` None means the event's own session; a tuple names them
+    # (a credential change revokes the user's *other* sessions). `source` is the address or CIDR a
+    # block would cover (source detectors).
+    sessions: tuple[str, ...] | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,18 +94,23 @@ class Step:
     type: str = "session.activity"
     user: str | None = "alice"
     attrs: dict[str, Any] = field(default_factory=dict)
+    session: str | None = "ex-session"
 
 
 @dataclass(frozen=True)
 class Example:
-    """A named event sequence and what the detector must say about its *last* event."""
+    """A named event sequence and what the detector must say about its *last* event.
+
+    `params` overrides the detector's default thresholds for this example only.
+    """
 
     name: str
     steps: tuple[Step, ...]
     fires: bool
     severity: Severity | None = None  # when set, the exact severity expected
+    params: dict[str, Any] = field(default_factory=dict)
 
-    def events(self, session: str = "ex-session", tenant: str = "default") -> list[Event]:
+    def events(self, tenant: str = "default") -> list[Event]:
         start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
         return [
             Event(
@@ -64,7 +119,7 @@ class Example:
                 type=step.type,  # type: ignore[arg-type]
                 time=start + timedelta(seconds=step.at),
                 tenant=tenant,
-                session=session,
+                session=step.session,
                 user=step.user,
                 ip=step.ip,
                 user_agent=step.user_agent,
@@ -74,14 +129,41 @@ class Example:
         ]
 
 
-class SessionDetector:
-    """Base class of per-session detectors. Subclasses set the class attributes and `evaluate`."""
+C = TypeVar("C")
+
+
+class Detector(Generic[C]):
+    """Base of all detectors. Subclasses set the class attributes and `evaluate`."""
 
     id: ClassVar[str]
     title: ClassVar[str]
     default_severity: ClassVar[Severity]
-    reference: ClassVar[str]  # the standard or anchor its defaults follow
+    reference: ClassVar[str]          # the standard or anchor its defaults follow
     examples: ClassVar[tuple[Example, ...]]
+    # Thresholds a policy file may override per tenant: a frozen dataclass with defaults.
+    Params: ClassVar[type[Any]] = NoParams
+    # What the policy may make of its findings, and what it does by default.
+    actions: ClassVar[tuple[str, ...]] = (REVOKE, STEP_UP, ALERT)
+    default_action: ClassVar[str] = REVOKE
 
-    def evaluate(self, ctx: Context) -> Signal | None:
+    def evaluate(self, ctx: C, params: Any) -> Signal | None:
         raise NotImplementedError
+
+    @classmethod
+    def params(cls, **overrides: Any) -> Any:
+        return dataclasses.replace(cls.Params(), **overrides)
+
+
+class SessionDetector(Detector[Context]):
+    # Session detectors normally judge live sessions only: after a logout, expiry or revocation
+    # only detectors with this flag run (what happens then is replay, not drift).
+    after_end: ClassVar[bool] = False
+
+
+class UserDetector(Detector[UserContext]):
+    pass
+
+
+class SourceDetector(Detector[SourceContext]):
+    actions = (BLOCK, REVOKE, ALERT)
+    default_action = BLOCK

@@ -11,7 +11,7 @@ following Panther's "new ASN and UA similarity < 0.95" stolen-session rule.
 from __future__ import annotations
 
 from producers.contract import Severity
-from streams.detectors.base import Context, Example, SessionDetector, Signal, Step
+from streams.detectors.base import Context, Example, NoParams, SessionDetector, Signal, Step
 
 CHROME_WIN = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -25,7 +25,7 @@ class IpChange(SessionDetector):
     default_severity = Severity.MEDIUM
     reference = "OWASP Session Management Cheat Sheet; Panther okta_potentially_stolen_session"
 
-    def evaluate(self, ctx: Context) -> Signal | None:
+    def evaluate(self, ctx: Context, params: NoParams) -> Signal | None:
         prev = ctx.previous
         if prev is None or prev.ip is None or prev.ip == ctx.event.ip:
             return None

@@ -10,7 +10,7 @@ replay (Elastic's AiTM rule) and is high on its own; a different browser or OS f
 from __future__ import annotations
 
 from producers.contract import Severity
-from streams.detectors.base import Context, Example, SessionDetector, Signal, Step
+from streams.detectors.base import Context, Example, NoParams, SessionDetector, Signal, Step
 
 CHROME_130 = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
@@ -28,7 +28,7 @@ class UaChange(SessionDetector):
     default_severity = Severity.HIGH
     reference = "OWASP Session Management Cheat Sheet; Elastic AiTM session cookie replay"
 
-    def evaluate(self, ctx: Context) -> Signal | None:
+    def evaluate(self, ctx: Context, params: NoParams) -> Signal | None:
         prev = ctx.previous
         if prev is None or prev.client_family is None or ctx.event.user_agent is None:
             return None

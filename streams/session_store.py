@@ -18,11 +18,27 @@ finding and revocation ids, which consumers dedupe.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import MutableMapping
-from typing import NamedTuple
+from collections.abc import Callable, MutableMapping
+from typing import Any, NamedTuple, Protocol
 
-from streams.pipeline import Outcome
-from streams.state import SessionState, dump_state, load_state
+from streams.state import dump_state, load_state
+
+
+class Stored(Protocol):
+    """What the store needs of a state object (SessionState, UserState)."""
+
+    partition: int
+    last_seen: float
+    persisted_at: float
+
+
+class StoredOutcome(Protocol):
+    @property
+    def state(self) -> Any: ...
+    @property
+    def duplicate(self) -> bool: ...
+    @property
+    def material(self) -> bool: ...
 
 
 class ChangelogRecord(NamedTuple):
@@ -34,19 +50,25 @@ class ChangelogRecord(NamedTuple):
 
 
 class SessionStore:
+    """Write-behind cache over a table's local store; any msgspec state with the `Stored` fields."""
+
     def __init__(
         self,
         data: MutableMapping[bytes, bytes],
         flush_after_s: float = 60.0,
         max_cached: int = 200_000,
+        dump: Callable[[Any], bytes] = dump_state,
+        load: Callable[[bytes], Any] = load_state,
     ) -> None:
+        self._dump = dump
+        self._load = load
         self._data = data
         self._flush_after = flush_after_s
         self._max_cached = max_cached
-        self._cache: OrderedDict[bytes, SessionState] = OrderedDict()
+        self._cache: OrderedDict[bytes, Any] = OrderedDict()
         self.writes = 0
 
-    def get(self, key: bytes) -> SessionState | None:
+    def get(self, key: bytes) -> Any:
         state = self._cache.get(key)
         if state is not None:
             self._cache.move_to_end(key)
@@ -54,11 +76,11 @@ class SessionStore:
         raw = self._data.get(key)
         if raw is None:
             return None
-        state = load_state(raw)
+        state = self._load(raw)
         self._remember(key, state)
         return state
 
-    def put(self, key: bytes, outcome: Outcome, partition: int) -> list[ChangelogRecord]:
+    def put(self, key: bytes, outcome: StoredOutcome, partition: int) -> list[ChangelogRecord]:
         """Keep the outcome's state; returns the changelog records to publish for it."""
         state = outcome.state
         if outcome.duplicate or state is None:
@@ -81,7 +103,7 @@ class SessionStore:
             del self._cache[key]
         for key, raw in list(self._data.items()):
             if key not in expired and key not in self._cache:
-                state = load_state(raw)
+                state = self._load(raw)
                 if state.last_seen < older_than:
                     expired[key] = state.partition
         for key in expired:
@@ -96,14 +118,14 @@ class SessionStore:
         """
         self._cache.clear()
 
-    def _write(self, key: bytes, state: SessionState) -> ChangelogRecord:
+    def _write(self, key: bytes, state: Stored) -> ChangelogRecord:
         state.persisted_at = state.last_seen
-        raw = dump_state(state)
+        raw = self._dump(state)
         self._data[key] = raw
         self.writes += 1
         return ChangelogRecord(key, raw, state.partition)
 
-    def _remember(self, key: bytes, state: SessionState) -> None:
+    def _remember(self, key: bytes, state: Stored) -> None:
         # An evicted session's unwritten drift is dropped, as in clear(): writing it here would
         # put it in the current event's partition (faust's RocksDB store picks the partition from
         # the event being processed), not the evicted session's.

@@ -50,6 +50,8 @@ class SessionState(msgspec.Struct, kw_only=True):
     # detector id -> event time of its last finding on this session (one finding per window).
     flagged: dict[str, float] = msgspec.field(default_factory=dict)
     recent_ids: list[str] = msgspec.field(default_factory=list)
+    # Event time of the last activity forwarded to the user agent (a heartbeat, see routing.py).
+    user_synced_at: float | None = None
     # Event time at which the state was last written to the table (see streams/session_store.py).
     persisted_at: float = 0.0
     # The events-topic partition this session lives on (where its changelog records go).

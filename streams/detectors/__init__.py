@@ -24,12 +24,28 @@ from streams.detectors.base import (
     UserContext,
     UserDetector,
 )
+from streams.detectors.brute_force import BruteForce
+from streams.detectors.concurrent_sessions import ConcurrentSessions
+from streams.detectors.creation_flood import CreationFlood
+from streams.detectors.credential_change import CredentialChange
+from streams.detectors.credential_stuffing import CredentialStuffing
+from streams.detectors.fixation import Fixation
+from streams.detectors.impossible_travel import ImpossibleTravel
 from streams.detectors.ip_change import IpChange
+from streams.detectors.login_travel import LoginTravel
+from streams.detectors.replay_after_end import ReplayAfterEnd
+from streams.detectors.session_from_blocked import SessionFromBlocked
+from streams.detectors.timeouts import Timeouts
+from streams.detectors.token_guess import TokenGuess
 from streams.detectors.ua_change import UaChange
 
-SESSION_DETECTORS: tuple[type[SessionDetector], ...] = (IpChange, UaChange)
-USER_DETECTORS: tuple[type[UserDetector], ...] = ()
-SOURCE_DETECTORS: tuple[type[SourceDetector], ...] = ()
+SESSION_DETECTORS: tuple[type[SessionDetector], ...] = (
+    IpChange, UaChange, ImpossibleTravel, ReplayAfterEnd, Timeouts, Fixation,
+)
+USER_DETECTORS: tuple[type[UserDetector], ...] = (
+    CredentialChange, ConcurrentSessions, LoginTravel, BruteForce)
+SOURCE_DETECTORS: tuple[type[SourceDetector], ...] = (
+    TokenGuess, CreationFlood, CredentialStuffing, SessionFromBlocked)
 ALL_DETECTORS: tuple[type[Detector], ...] = SESSION_DETECTORS + USER_DETECTORS + SOURCE_DETECTORS
 BY_ID: dict[str, type[Detector]] = {d.id: d for d in ALL_DETECTORS}
 

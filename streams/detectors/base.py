@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from producers.contract import Event, Severity
+from producers.contract import Event, EventType, Severity
 from streams.enrich import Client, Location, Network
 from streams.state import SessionState
 
@@ -116,7 +116,7 @@ class Example:
             Event(
                 schema="sessionwatch.event/1",
                 id=f"{self.name}-{i}",
-                type=step.type,  # type: ignore[arg-type]
+                type=EventType(step.type),
                 time=start + timedelta(seconds=step.at),
                 tenant=tenant,
                 session=step.session,
@@ -145,6 +145,8 @@ class Detector(Generic[C]):
     # What the policy may make of its findings, and what it does by default.
     actions: ClassVar[tuple[str, ...]] = (REVOKE, STEP_UP, ALERT)
     default_action: ClassVar[str] = REVOKE
+    # One finding per subject (user, source) and detector within the policy's dedup window.
+    dedup_per_subject: ClassVar[bool] = False
 
     def evaluate(self, ctx: C, params: Any) -> Signal | None:
         raise NotImplementedError

@@ -1,0 +1,56 @@
+"""Which events the session agent forwards to the user and source agents, and under which keys.
+
+Shared by the faust app (streams/app.py) and the in-process runner (streams/local.py), so both
+route exactly alike. The source agent sees every event (valid traffic is the baseline that keeps
+a busy NAT from looking like a flood); the user agent sees logins, ends, credential changes,
+failed logins, a heartbeat of each live session every `HEARTBEAT_S`, and session revocations.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from producers.contract import Event, EventType, Revocation, encode
+from streams.state import SessionState
+from streams.user_pipeline import HEARTBEAT_S, user_key
+
+BY_USER_TOPIC = "sessionwatch.by-user"
+BY_SOURCE_TOPIC = "sessionwatch.by-source"
+# Revocations forwarded to the user agent start like this (the contract encoder writes `schema`
+# first), which tells them from events without decoding twice.
+REVOCATION_PREFIX = b'{"schema":"sessionwatch.revocation/'
+
+_USER_TYPES = frozenset({EventType.AUTHENTICATED, EventType.LOGOUT, EventType.EXPIRED,
+                         EventType.CREDENTIAL_CHANGED, EventType.AUTH_FAILED})
+_HEARTBEAT_TYPES = frozenset({EventType.ACTIVITY, EventType.REFRESHED})
+
+
+def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[bytes, bytes] | None:
+    """(key, value) to forward to the user agent, or None. May mark a heartbeat in `state`."""
+    user = event.user or (state.user if state is not None else None)
+    if user is None:
+        return None
+    if event.type not in _USER_TYPES:
+        if event.type not in _HEARTBEAT_TYPES or state is None:
+            return None
+        now = event.time.timestamp()
+        if state.user_synced_at is not None and now - state.user_synced_at < HEARTBEAT_S:
+            return None
+        state.user_synced_at = now
+    elif event.type is EventType.AUTHENTICATED and state is not None:
+        state.user_synced_at = event.time.timestamp()
+    if event.user is None:
+        raw = encode(msgspec.structs.replace(event, user=user))
+    return user_key(event.tenant, user), raw
+
+
+def revocation_for_user(revocation: Revocation) -> tuple[bytes, bytes] | None:
+    """A session revocation, for the user agent to stop counting the session as live."""
+    if revocation.session is None or revocation.user is None:
+        return None
+    return user_key(revocation.tenant, revocation.user), encode(revocation)
+
+
+def output_key(obj: Revocation) -> bytes:
+    """Outputs are keyed by their subject: session, else user, else source."""
+    return (obj.session or obj.user or obj.source or "").encode()

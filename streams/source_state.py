@@ -1,0 +1,200 @@
+"""Per-source sliding windows on event time: what one address, /24-/64 prefix or network did.
+
+In memory only, per worker: windows are minutes long, so after a rebalance a flood re-crosses its
+threshold within seconds, and not changelogging them keeps a flood of millions of events from
+becoming a flood of state writes. Bounded under attack: every map is an LRU with a cap, every
+window holds at most `WINDOW_CAP` distinct items (counts saturate there, far above any default
+threshold), so a flood from millions of addresses evicts old addresses while the prefix and
+network windows, which it cannot evict, keep counting it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from producers.contract import EventType
+
+WINDOW_CAP = 2048           # distinct items per window (counts saturate here)
+MEMORY_S = 3600.0           # nothing older than this is kept (the longest window a policy may use)
+MAX_ADDRESSES = 50_000      # per worker
+MAX_PREFIXES = 20_000
+MAX_NETWORKS = 5_000
+MAX_BLOCKS = 20_000
+
+# Event types that show a live session in use from a source.
+LIVE_TYPES = frozenset({EventType.ACTIVITY, EventType.REFRESHED, EventType.AUTHENTICATED,
+                        EventType.LOGOUT})
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Lru(OrderedDict[K, V], Generic[K, V]):
+    """An OrderedDict that forgets its least recently used entries beyond `cap`."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def touch(self, key: K, factory: Callable[[], V]) -> V:
+        value = self.get(key)
+        if value is None:
+            value = self[key] = factory()
+            while len(self) > self.cap:
+                self.popitem(last=False)
+        else:
+            self.move_to_end(key)
+        return value
+
+
+class Window:
+    """Distinct items with the event time each was last seen, most recent last."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, item: str, at: float) -> None:
+        items = self.items
+        if item in items:
+            items.move_to_end(item)
+            at = max(at, items[item])
+        items[item] = at
+        while items and next(iter(items.values())) < at - MEMORY_S:
+            items.popitem(last=False)
+        while len(items) > WINDOW_CAP:
+            items.popitem(last=False)
+
+    def count(self, now: float, span_s: float) -> int:
+        """Distinct items seen in (now - span_s, now]; stops at the first older one."""
+        n = 0
+        since = now - span_s
+        for at in reversed(self.items.values()):
+            if at <= since:
+                break
+            n += 1
+        return n
+
+
+@dataclass(slots=True)
+class Counters:
+    """What one source did recently, as distinct items per kind."""
+
+    rejected: Window = field(default_factory=Window)   # distinct never-valid tokens presented
+    created: Window = field(default_factory=Window)    # distinct sessions created
+    failed: Window = field(default_factory=Window)     # distinct users whose login failed
+    valid: Window = field(default_factory=Window)      # distinct live sessions used from here
+    logins: Window = field(default_factory=Window)     # distinct users who logged in from here
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """One level of a source: its kind ("address", "prefix", "network"), name and counters."""
+
+    kind: str
+    source: str            # what a block would cover: an address or a CIDR
+    counters: Counters
+
+
+@dataclass(frozen=True, slots=True)
+class SourceWindows:
+    """A source detector's view: the event's address, prefix and (if known) network windows."""
+
+    address: Level
+    prefix: Level
+    network: Level | None
+    network_kind: str | None          # "hosting", "vpn", "tor" or None (residential, mobile...)
+    blocked: str | None               # the active block covering the event's address, if any
+
+    def levels(self) -> tuple[Level, ...]:
+        return (self.address, self.prefix) if self.network is None else (
+            self.address, self.prefix, self.network)
+
+
+class SourceState:
+    """All sources this worker has seen recently, bounded; and the blocks it has decided."""
+
+    def __init__(self) -> None:
+        self.addresses: Lru[str, Counters] = Lru(MAX_ADDRESSES)
+        self.prefixes: Lru[str, Counters] = Lru(MAX_PREFIXES)
+        self.networks: Lru[str, Counters] = Lru(MAX_NETWORKS)
+        # tenant + source -> event time the block ends
+        self.blocks: Lru[str, float] = Lru(MAX_BLOCKS)
+        # tenant + detector + source -> event time of the last finding (dedup window)
+        self.flagged: Lru[str, float] = Lru(MAX_BLOCKS)
+
+    def windows(self, tenant: str, ip: str, prefix: str, network: str | None,
+                network_cidr: str | None, network_kind: str | None, now: float) -> SourceWindows:
+        """The event's levels. A network is counted by name (all its announced blocks) and
+        blocked by the announced block the event came from (`network_cidr`)."""
+        address = Level("address", ip, self.addresses.touch(f"{tenant}|{ip}", Counters))
+        pre = Level("prefix", prefix, self.prefixes.touch(f"{tenant}|{prefix}", Counters))
+        net = None
+        if network is not None and network_cidr is not None:
+            net = Level("network", network_cidr,
+                        self.networks.touch(f"{tenant}|{network}", Counters))
+        blocked = None
+        for level in (address, pre, net):
+            if level is None:
+                continue
+            until = self.blocks.get(f"{tenant}|{level.source}")
+            if until is not None and until > now:
+                blocked = level.source
+                break
+        return SourceWindows(address, pre, net, network_kind, blocked)
+
+    def block(self, tenant: str, source: str, until: float) -> None:
+        key = f"{tenant}|{source}"
+        self.blocks[key] = max(until, self.blocks.get(key, 0.0))
+        self.blocks.move_to_end(key)
+        while len(self.blocks) > self.blocks.cap:
+            self.blocks.popitem(last=False)
+
+    def is_blocked(self, tenant: str, source: str, now: float) -> bool:
+        until = self.blocks.get(f"{tenant}|{source}")
+        return until is not None and until > now
+
+    def __len__(self) -> int:
+        return len(self.addresses) + len(self.prefixes) + len(self.networks)
+
+
+@dataclass(frozen=True, slots=True)
+class Flood:
+    """A level whose window crossed its threshold."""
+
+    level: Level
+    count: int
+    share: float             # of the level's traffic that is the flood kind (1.0 when not asked)
+    network_wide: bool       # crossed at the network level only
+
+
+def first_flood(
+    windows: SourceWindows,
+    kind: str,
+    thresholds: tuple[int, int, int],
+    span_s: float,
+    now: float,
+    *,
+    against: str | None = None,
+    min_share: float = 0.0,
+) -> Flood | None:
+    """The narrowest level (address, then prefix, then network) whose distinct `kind` items in
+    the last `span_s` reach its threshold, and make up at least `min_share` of `kind` + `against`
+    items there (a NAT with many live sessions is not a flood of stale cookies)."""
+    for level, threshold in zip(windows.levels(), thresholds, strict=False):
+        counters = level.counters
+        count = getattr(counters, kind).count(now, span_s)
+        if count < threshold:
+            continue
+        share = 1.0
+        if against is not None:
+            other = getattr(counters, against).count(now, span_s)
+            share = count / (count + other)
+            if share < min_share:
+                continue
+        return Flood(level, count, share, network_wide=level.kind == "network")
+    return None

@@ -1,8 +1,11 @@
-"""The faust app "sessionwatch": topics, the session table and the session agent.
+"""The faust app "sessionwatch": topics, tables and the session, user and source agents.
 
-The agent only decodes, looks up state, calls the pure pipeline and publishes; all judgement is
-in streams/pipeline.py. One malformed or unprocessable message goes to the dead-letter topic with
-its reason and position; the agent never stops for it.
+Agents only decode, look up state, call pure code and publish; all judgement is in the pipelines
+(streams/pipeline.py, user_pipeline.py, source_pipeline.py). The session agent reads
+`sessionwatch.events` and forwards to the user and source agents through the repartition topics
+`sessionwatch.by-user` and `sessionwatch.by-source` (streams/routing.py). One malformed or
+unprocessable message goes to the dead-letter topic with its reason and position; no agent ever
+stops for it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +27,12 @@ from producers.contract import (
     EVENTS_TOPIC,
     FINDINGS_TOPIC,
     REVOCATIONS_TOPIC,
+    Event,
+    Finding,
+    Revocation,
+    Scope,
     decode_event,
+    decode_revocation,
     encode,
 )
 from producers.errors import InvalidEvent
@@ -31,8 +40,19 @@ from streams.enrich import Enricher
 from streams.faust_tuning import TunedApp
 from streams.pipeline import SessionPipeline
 from streams.policy import Policy
+from streams.routing import (
+    BY_SOURCE_TOPIC,
+    BY_USER_TOPIC,
+    REVOCATION_PREFIX,
+    for_user,
+    output_key,
+    revocation_for_user,
+)
 from streams.session_store import SessionStore
 from streams.settings import Settings
+from streams.source_pipeline import SourcePipeline, source_key
+from streams.user_pipeline import UserPipeline
+from streams.user_state import dump_user, load_user
 
 log = logging.getLogger("sessionwatch.worker")
 
@@ -59,6 +79,8 @@ class WorkerStats:
     duplicates: int = 0
     rekeyed: int = 0
     sessionless: int = 0
+    user_events: int = 0
+    source_events: int = 0
     findings: int = 0
     revocations: int = 0
     expired: int = 0
@@ -72,6 +94,8 @@ class Worker:
     pipeline: SessionPipeline
     store: SessionStore
     stats: WorkerStats
+    users: UserPipeline | None = None
+    sources: SourcePipeline | None = None
 
 
 def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
@@ -97,11 +121,16 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
         broker_heartbeat_interval=max(settings.session_timeout_s / 5, 0.5),
     )
     enricher = Enricher(city_db=settings.city_db or None, asn_db=settings.asn_db or None)
+    policy = policy or Policy()
     pipeline = SessionPipeline(enricher, policy, session_ttl_s=settings.session_ttl_s)
+    users = UserPipeline(enricher, policy)
+    sources = SourcePipeline(enricher, policy)
     stats = WorkerStats()
 
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(EVENTS_TOPIC, partitions=settings.partitions, **raw)
+    by_user = app.topic(BY_USER_TOPIC, partitions=settings.partitions, internal=True, **raw)
+    by_source = app.topic(BY_SOURCE_TOPIC, partitions=settings.partitions, internal=True, **raw)
     findings = app.topic(FINDINGS_TOPIC, **raw)
     revocations = app.topic(REVOCATIONS_TOPIC, **raw)
     deadletter = app.topic(DEADLETTER_TOPIC, **raw)
@@ -109,10 +138,15 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
     # recovering from it (a Schema alone covers only the writes: recovery then decoded JSON).
     table = app.Table("sessions", partitions=settings.partitions, key_type=bytes,
                       value_type=bytes)
-    # The store writes table.data (the local store) and hands back changelog records that the
-    # agent publishes and awaits itself: see streams/session_store.py for why.
+    user_table = app.Table("users", partitions=settings.partitions, key_type=bytes,
+                           value_type=bytes)
+    # The stores write table.data (the local store) and hand back changelog records that the
+    # agents publish and await themselves: see streams/session_store.py for why.
     store = SessionStore(table.data, flush_after_s=settings.state_flush_s)  # type: ignore[arg-type]
+    user_store = SessionStore(user_table.data, flush_after_s=settings.state_flush_s,  # type: ignore[arg-type]
+                              dump=dump_user, load=load_user)
     changelog = table.changelog_topic
+    user_changelog = user_table.changelog_topic
 
     async def to_deadletter(message: Any, reason: str, detail: str) -> None:
         stats.deadlettered += 1
@@ -134,6 +168,25 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
         # Confirmed before the offset can be committed: dead-lettered input is never lost.
         await (await deadletter.send(key=message.key, value=encode(record)))
 
+    async def publish(key: bytes, found: Iterable[Finding], decided: Iterable[Revocation],
+                      event: Event) -> list[Awaitable[Any]]:
+        """Send findings and revocations; returns the deliveries to await."""
+        deliveries: list[Awaitable[Any]] = []
+        for finding in found:
+            stats.findings += 1
+            deliveries.append(await findings.send(
+                key=(finding.session or finding.user or finding.ip).encode(), value=encode(finding)))
+        for revocation in decided:
+            stats.revocations += 1
+            deliveries.append(await revocations.send(key=output_key(revocation),
+                                                     value=encode(revocation)))
+            log.info(
+                "%s %s %s… (%s) on event %s", revocation.action.value, revocation.scope.value,
+                (revocation.session or revocation.user or revocation.source or "")[:12],
+                ", ".join(r.detector for r in revocation.reasons), event.id,
+            )
+        return deliveries
+
     @app.agent(events, name="sessionwatch.session_agent")
     async def session_agent(stream: faust.StreamT[bytes]) -> None:
         async for item in stream.events():
@@ -144,57 +197,110 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             except InvalidEvent as exc:
                 await to_deadletter(message, exc.code, exc.detail)
                 continue
-            if event.session is None:
-                # auth.failed / credential.changed: the per-user and per-source agents
-                # (not in this release) will consume these; validated and counted here.
+            deliveries: list[Awaitable[Any]] = []
+            state = None
+            if event.session is not None:
+                key = event.session.encode()
+                if message.key != key:
+                    # State lives on the session's partition; a producer that keyed by something
+                    # else would split it, so route the event to where its session lives.
+                    stats.rekeyed += 1
+                    await events.send(key=key, value=item.value)
+                    continue
+                try:
+                    outcome = pipeline.process(event, store.get(key), datetime.now(UTC))
+                except Exception as exc:  # a bug in a detector must not stop the worker
+                    log.exception("processing failed at %s[%d]@%d", message.topic,
+                                  message.partition, message.offset)
+                    await to_deadletter(message, "processing_error",
+                                        f"{type(exc).__name__}: {exc}")
+                    continue
+                if outcome.duplicate:
+                    stats.duplicates += 1
+                    continue
+                state = outcome.state
+                stats.processed += 1
+                # Wait for the broker to confirm this event's state write, outputs and forwards
+                # before the loop moves on: faust acks (and later commits) the offset when the
+                # body ends, and an offset must never be committed ahead of what it caused.
+                # (for_user below may mark a heartbeat in the state: put it after routing.)
+                forward = for_user(event, item.value, state)
+                deliveries = [
+                    await changelog.send(key=record.key, value=record.value,
+                                         partition=record.partition)
+                    for record in store.put(key, outcome, message.partition)
+                ]
+                deliveries += await publish(key, outcome.findings, outcome.revocations, event)
+                for revocation in outcome.revocations:
+                    note = revocation_for_user(revocation) if revocation.scope is Scope.SESSION \
+                        else None
+                    if note is not None:
+                        deliveries.append(await by_user.send(key=note[0], value=note[1]))
+            else:
                 stats.sessionless += 1
-                continue
-            key = event.session.encode()
-            if message.key != key:
-                # State lives on the session's partition; a producer that keyed by something else
-                # would split it, so route the event to where its session lives.
-                stats.rekeyed += 1
-                await events.send(key=key, value=item.value)
-                continue
+                stats.processed += 1
+                forward = for_user(event, item.value, None)
+            stats.watermark = max(stats.watermark, event.time.timestamp())
+            if forward is not None:
+                deliveries.append(await by_user.send(key=forward[0], value=forward[1]))
+            network = enricher.network(event.ip)
+            deliveries.append(await by_source.send(key=source_key(event, network.asn),
+                                                   value=item.value))
+            await asyncio.gather(*deliveries)
+
+    @app.agent(by_user, name="sessionwatch.user_agent")
+    async def user_agent(stream: faust.StreamT[bytes]) -> None:
+        async for item in stream.events():
+            message = item.message
+            stats.user_events += 1
+            key = message.key
             try:
-                outcome = pipeline.process(event, store.get(key), datetime.now(UTC))
-            except Exception as exc:  # a bug in a detector must not stop the worker
-                log.exception(
-                    "processing failed at %s[%d]@%d", message.topic, message.partition,
-                    message.offset,
-                )
+                if item.value.startswith(REVOCATION_PREFIX):
+                    outcome = users.session_revoked(decode_revocation(item.value),
+                                                    user_store.get(key))
+                    event = None
+                else:
+                    event = decode_event(item.value)
+                    outcome = users.process(event, user_store.get(key), datetime.now(UTC))
+            except Exception as exc:  # forwarded by us, so a failure here is a bug: keep going
+                log.exception("user processing failed at %s[%d]@%d", message.topic,
+                              message.partition, message.offset)
                 await to_deadletter(message, "processing_error", f"{type(exc).__name__}: {exc}")
                 continue
             if outcome.duplicate:
-                stats.duplicates += 1
                 continue
-            stats.watermark = max(stats.watermark, event.time.timestamp())
-            stats.processed += 1
-            # Wait for the broker to confirm this event's state write and outputs before the loop
-            # moves on: faust acks (and later commits) the offset when the body ends, and an
-            # offset must never be committed ahead of the state or a revocation it caused.
             deliveries = [
-                await changelog.send(key=record.key, value=record.value,
-                                     partition=record.partition)
-                for record in store.put(key, outcome, message.partition)
+                await user_changelog.send(key=record.key, value=record.value,
+                                          partition=record.partition)
+                for record in user_store.put(key, outcome, message.partition)
             ]
-            for finding in outcome.findings:
-                stats.findings += 1
-                deliveries.append(await findings.send(key=key, value=encode(finding)))
-            for revocation in outcome.revocations:
-                stats.revocations += 1
-                deliveries.append(await revocations.send(key=key, value=encode(revocation)))
-                log.info(
-                    "%s %s %s… (%s) on event %s", revocation.action.value, revocation.scope.value,
-                    (revocation.session or revocation.user or revocation.source or "")[:12],
-                    ", ".join(r.detector for r in revocation.reasons), event.id,
-                )
+            if event is not None:
+                deliveries += await publish(key, outcome.findings, outcome.revocations, event)
             if deliveries:
+                await asyncio.gather(*deliveries)
+
+    @app.agent(by_source, name="sessionwatch.source_agent")
+    async def source_agent(stream: faust.StreamT[bytes]) -> None:
+        async for item in stream.events():
+            message = item.message
+            stats.source_events += 1
+            try:
+                event = decode_event(item.value)
+                outcome = sources.process(event, datetime.now(UTC))
+            except Exception as exc:
+                log.exception("source processing failed at %s[%d]@%d", message.topic,
+                              message.partition, message.offset)
+                await to_deadletter(message, "processing_error", f"{type(exc).__name__}: {exc}")
+                continue
+            if outcome.findings or outcome.revocations:
+                deliveries = await publish(message.key, outcome.findings, outcome.revocations,
+                                           event)
                 await asyncio.gather(*deliveries)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         store.clear()
+        user_store.clear()
 
     @app.timer(interval=300.0)
     async def sweep() -> None:
@@ -203,6 +309,8 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             stats.expired += len(tombstones)
             for record in tombstones:
                 await changelog.send(key=record.key, value=None, partition=record.partition)
+            for record in user_store.expire(stats.watermark - users.user_ttl_s):
+                await user_changelog.send(key=record.key, value=None, partition=record.partition)
 
     last_log = [time.monotonic(), 0]
 
@@ -211,7 +319,9 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
         now = time.monotonic()
         rate = (stats.received - last_log[1]) / max(now - last_log[0], 1e-9)
         last_log[:] = [now, stats.received]
-        log.info("stats: %s, %.0f events/s, %d sessions cached, %d state writes",
-                 stats, rate, len(store), store.writes)
+        log.info("stats: %s, %.0f events/s, %d sessions cached, %d users cached, %d sources, "
+                 "%d state writes", stats, rate, len(store), len(user_store), len(sources.state),
+                 store.writes + user_store.writes)
 
-    return Worker(app=app, pipeline=pipeline, store=store, stats=stats)
+    return Worker(app=app, pipeline=pipeline, store=store, stats=stats, users=users,
+                  sources=sources)

@@ -78,7 +78,9 @@ def parse_policy(data: Mapping[str, Any], source: str, detectors: Registry | Non
     if not isinstance(data, Mapping):
         raise PolicyFileError([f"{source}: the file must be a mapping with keys "
                                f"{', '.join(TOP_LEVEL_KEYS)} (got {_kind(data)})"])
-    check.keys(data, "", TOP_LEVEL_KEYS, "unknown key")
+    # `x-` keys are free for YAML anchors (`x-strict: &strict {...}`, then `<<: *strict`).
+    check.keys({k: v for k, v in data.items() if not str(k).startswith("x-")}, "", TOP_LEVEL_KEYS,
+               "unknown key")
     version = data.get("version", SUPPORTED_VERSIONS[-1])
     if type(version) is not int or version not in SUPPORTED_VERSIONS:
         check.fail("version", f"{version!r} is not supported; supported: "
@@ -100,7 +102,8 @@ def parse_policy(data: Mapping[str, Any], source: str, detectors: Registry | Non
 
 
 def describe_policy(policy: Policy, detectors: Registry | None = None) -> str:
-    """One line for the worker's startup log: tenants, monitor-only ones, disabled detectors, actions.
+    """One line for the worker's startup log: tenants, monitor-only ones, disabled detectors, actions,
+    severity and threshold overrides, allowlists.
 
     Tenants inherit the default, so a tenant is listed under a setting only where it differs from
     the default (and the default only where it differs from the built-in policy); monitor-only
@@ -111,7 +114,8 @@ def describe_policy(policy: Policy, detectors: Registry | None = None) -> str:
     scopes = [("default", policy.default, _BUILT_IN)]
     scopes += [(name, policy.tenants[name], policy.default) for name in tenants]
     found: dict[str, dict[str, list[str]]] = {
-        "settings": {}, "disabled": {}, "re-enabled": {}, "actions": {}, "severity overrides": {}}
+        "settings": {}, "disabled": {}, "re-enabled": {}, "actions": {}, "severity overrides": {},
+        "thresholds": {}}
 
     def note(kind: str, what: str, scope: str) -> None:
         found[kind].setdefault(what, []).append(scope)
@@ -126,10 +130,15 @@ def describe_policy(policy: Policy, detectors: Registry | None = None) -> str:
                 note("disabled" if not rule.enabled else "re-enabled", detector_id, name)
             if not rule.enabled:
                 continue
-            default_action = getattr(registry.get(detector_id), "default_action", None)
+            known = registry.get(detector_id)
+            default_action = known.default_action if known is not None else None
             action, was = rule.action or default_action, before.action or default_action
             if action != was:
                 note("actions", f"{detector_id}={action or 'its default'}", name)
+            built_in = known.Params() if known is not None else None
+            for key, value in rule.params.items():
+                if value != before.params.get(key, getattr(built_in, key, None)):
+                    note("thresholds", f"{detector_id}.{key}={_show(value)}", name)
             if rule.severity != before.severity:
                 note("severity overrides",
                      f"{detector_id}={rule.severity.value if rule.severity else 'as reported'}", name)
@@ -276,7 +285,15 @@ class _Checker:
 
     def detectors(self, value: Any, path: str) -> dict[str, dict[str, Any]]:
         raw = self.mapping(value, path)
-        self.keys(raw, path, sorted(self.registry), "unknown detector")
+        split = {k: v for k, v in raw.items() if k not in self.registry and isinstance(v, Mapping)
+                 and any(f"{k}.{sub}" in self.registry for sub in v)}
+        for key, parts in split.items():
+            # TOML reads [default.detectors.session.ua_change] as nested tables "session", "ua_change".
+            ids = [f"{key}.{sub}" for sub in parts if f"{key}.{sub}" in self.registry]
+            self.fail(_join(path, key), f"unknown detector; did you mean {', '.join(ids)}? "
+                      f'in TOML, quote the id: [{path}."{ids[0]}"]')
+        self.keys({k: v for k, v in raw.items() if k not in split}, path, sorted(self.registry),
+                  "unknown detector")
         out: dict[str, dict[str, Any]] = {}
         for detector_id, rule in raw.items():
             detector = self.registry.get(detector_id)
@@ -380,6 +397,7 @@ def _convert_param(name: str, kind: Any, value: Any) -> Any:
             raise ValueError(f"must be a list of {_type_name(args[0])} (got {value!r})")
         items = [_convert_param(name, args[0], v) for v in value]
         return tuple(items) if origin is tuple else frozenset(items)
+    given = value
     if isinstance(kind, str):  # an unresolved annotation: match on the name
         kind = {v: k for k, v in _PARAM_SCALARS.items()}.get(kind, kind)
     if kind is bool:
@@ -397,7 +415,7 @@ def _convert_param(name: str, kind: Any, value: Any) -> Any:
     else:
         raise ValueError(f"cannot be set from a policy file (type {_type_name(kind)})")
     if name.endswith(DURATION_SUFFIXES) and value <= 0:
-        raise ValueError(f"must be a positive duration (got {value!r})")
+        raise ValueError(f"must be a positive duration (got {given!r})")
     return value
 
 
@@ -420,6 +438,8 @@ def _did_you_mean(key: Any, allowed: list[str]) -> str:
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, tuple | frozenset):
+        return f"[{', '.join(map(_show, value))}]"
     if isinstance(value, Severity):
         return value.value
     if isinstance(value, float) and value.is_integer():
@@ -444,6 +464,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` - explicit keys may override merged ones
             key = self.construct_object(key_node, deep=deep)
             if not isinstance(key, Hashable):
                 continue  # SafeLoader reports unhashable keys itself

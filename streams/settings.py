@@ -37,6 +37,8 @@ class Settings:
     # GeoIP files; empty means the bundled (old) data. Point these at current mmdb files.
     city_db: str = ""
     asn_db: str = ""
+    # The policy file (YAML or TOML, see examples/policy.yaml); empty means built-in defaults.
+    policy: str = ""
     # Seconds of event time after which a session's state is written to the changelog even when
     # nothing material changed (materially changed state is written at once).
     state_flush_s: float = 60.0

@@ -7,6 +7,7 @@ import time
 
 from producers.contract import ALL_TOPICS, EVENTS_TOPIC
 from producers.errors import SessionwatchError
+from streams.routing import BY_SOURCE_TOPIC, BY_USER_TOPIC
 
 log = logging.getLogger("sessionwatch.topics")
 
@@ -15,6 +16,8 @@ def ensure_topics(
     bootstrap: list[str], partitions: int, replication: int = 1, timeout_s: float = 30.0
 ) -> int:
     """Create missing sessionwatch topics; returns the partition count of `sessionwatch.events`.
+
+    Also creates the internal repartition topics (`sessionwatch.by-user`, `.by-source`).
 
     `sessionwatch.events` gets `partitions` partitions (the worker parallelism); the output topics
     get the same so that per-session order is kept end to end.
@@ -52,6 +55,14 @@ def ensure_topics(
         if actual != partitions:
             log.info("%s exists with %d partitions; using that (not %d)", EVENTS_TOPIC, actual,
                      partitions)
+        # The repartition topics feed the user and source agents; their tables are partitioned
+        # like the events topic, so these must be too.
+        for topic in (BY_USER_TOPIC, BY_SOURCE_TOPIC):
+            if topic not in existing:
+                try:
+                    admin.create_topics([NewTopic(topic, actual, replication)])
+                except TopicAlreadyExistsError:
+                    pass
         return actual
     finally:
         admin.close()

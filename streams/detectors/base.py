@@ -109,6 +109,8 @@ class Example:
     fires: bool
     severity: Severity | None = None  # when set, the exact severity expected
     params: dict[str, Any] = field(default_factory=dict)
+    # Other detectors the example needs enabled (a block must come from a flood detector).
+    with_detectors: tuple[str, ...] = ()
 
     def events(self, tenant: str = "default") -> list[Event]:
         start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

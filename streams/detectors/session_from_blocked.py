@@ -54,6 +54,7 @@ class SessionFromBlocked(SourceDetector):
             + (Step(30, ATTACKER, "curl/8.5.0", "session.activity", session="won"),),
             fires=True,
             severity=Severity.HIGH,
+            with_detectors=("source.token_guess",),
         ),
         Example(
             "no-block-no-finding",

@@ -56,7 +56,7 @@ class TokenGuess(SourceDetector):
             severity,
             f"{flood.count} unknown session tokens from {flood.level.kind} {flood.level.source} "
             f"in {params.window_s / 60:.0f} min",
-            {"level": flood.level.kind, "source": flood.level.source, "tokens": flood.count,
+            {"level": flood.level.kind, "source": flood.level.source, "rejected": flood.count,
              "share_rejected": round(flood.share, 3), "network": ctx.network.asn,
              "network_kind": ctx.windows.network_kind},
             source=flood.level.source,

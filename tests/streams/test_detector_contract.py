@@ -1,56 +1,88 @@
-"""One contract test over every registered detector: its examples, determinism, no secrets."""
+"""One contract test over every registered detector: its examples, determinism, no secrets.
+
+Examples run through the whole in-process pipeline (streams/local.py: session, user and source
+stages routed as the worker routes them), so an example proves the detector fires where it runs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from datetime import UTC, datetime
 
 import pytest
 
-from producers.contract import encode
-from streams.detectors import SESSION_DETECTORS, Example, SessionDetector
-from streams.pipeline import SessionPipeline
+from producers.contract import Severity, encode
+from streams.detectors import (
+    ALL_DETECTORS,
+    SESSION_DETECTORS,
+    SOURCE_DETECTORS,
+    USER_DETECTORS,
+    Detector,
+    Example,
+)
+from streams.local import LocalRunner
+from streams.policy import DetectorRule, Policy, TenantPolicy
 
-DECIDED_AT = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-CASES = [(d, ex) for d in SESSION_DETECTORS for ex in d.examples]
+CASES = [(d, ex) for d in ALL_DETECTORS for ex in d.examples]
+IDS = [f"{d.id}:{e.name}" for d, e in CASES]
+SECRET_WORDS = ("token", "cookie", "password", "secret")
 
 
-def run_example(pipeline: SessionPipeline, example: Example):
-    state, outcome = None, None
+def run_example(enricher, detector: type[Detector], example: Example):
+    """The example with only this detector enabled (others would revoke the session first)."""
+    rules = {d.id: DetectorRule(enabled=False) for d in ALL_DETECTORS}
+    rules[detector.id] = DetectorRule(params=example.params)
+    for other in example.with_detectors:
+        rules[other] = DetectorRule()
+    runner = LocalRunner(policy=Policy(default=TenantPolicy(detectors=rules)), enricher=enricher)
+    out = ([], [])
     for event in example.events():
-        outcome = pipeline.process(event, state, DECIDED_AT)
-        state = outcome.state
-    return outcome
+        out = runner.process(event)
+    return out
 
 
-@pytest.mark.parametrize(("detector", "example"), CASES, ids=[f"{d.id}:{e.name}" for d, e in CASES])
-def test_example(enricher, detector: type[SessionDetector], example: Example):
-    pipeline = SessionPipeline(enricher, detectors=[detector()])
-    outcome = run_example(pipeline, example)
-    mine = [f for f in outcome.findings if f.detector == detector.id]
-    assert bool(mine) == example.fires, f"{example.name}: {mine}"
+@pytest.mark.parametrize(("detector", "example"), CASES, ids=IDS)
+def test_example(enricher, detector: type[Detector], example: Example):
+    findings, _ = run_example(enricher, detector, example)
+    mine = [f for f in findings if f.detector == detector.id]
+    assert bool(mine) == example.fires, f"{example.name}: {findings}"
     if example.fires and example.severity is not None:
         assert mine[0].severity == example.severity
 
 
-@pytest.mark.parametrize("detector", SESSION_DETECTORS, ids=lambda d: d.id)
-def test_declares_itself(detector: type[SessionDetector]):
-    assert re.fullmatch(r"session\.[a-z_]+", detector.id)
+@pytest.mark.parametrize("detector", ALL_DETECTORS, ids=lambda d: d.id)
+def test_declares_itself(detector: type[Detector]):
+    kind = ("session" if detector in SESSION_DETECTORS else
+            "user" if detector in USER_DETECTORS else "source")
+    assert detector in SESSION_DETECTORS + USER_DETECTORS + SOURCE_DETECTORS
+    assert re.fullmatch(rf"{kind}\.[a-z_]+", detector.id), "the id names the kind"
     assert detector.title and detector.reference
+    assert isinstance(detector.default_severity, Severity)
     assert any(e.fires for e in detector.examples), "needs a positive example"
     assert any(not e.fires for e in detector.examples), "needs a negative example"
     module = detector.__module__.rsplit(".", 1)[-1]
     assert detector.id.split(".", 1)[1] == module, "the id alone must tell the file"
+    assert detector.default_action in detector.actions
+    assert dataclasses.is_dataclass(detector.Params) and detector.Params.__dataclass_params__.frozen
+    assert (detector.__doc__ or detector.__module__) and __import__(
+        detector.__module__, fromlist=["_"]).__doc__, "the module docstring justifies the defaults"
 
 
-@pytest.mark.parametrize(("detector", "example"), CASES, ids=[f"{d.id}:{e.name}" for d, e in CASES])
+def test_ids_are_unique():
+    ids = [d.id for d in ALL_DETECTORS]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize(("detector", "example"), CASES, ids=IDS)
 def test_deterministic_and_secret_free(enricher, detector, example):
-    pipeline = SessionPipeline(enricher, detectors=[detector()])
-    first, second = run_example(pipeline, example), run_example(pipeline, example)
-    assert [encode(f) for f in first.findings] == [encode(f) for f in second.findings]
-    if first.revocation is not None:
-        assert first.revocation.id == second.revocation.id
-    for finding in first.findings:
-        blob = encode(finding).decode()
-        assert "token" not in blob.lower() and "cookie" not in blob.lower()
-        assert "password" not in blob.lower()
+    first = run_example(enricher, detector, example)
+    second = run_example(enricher, detector, example)
+    assert [encode(f) for f in first[0]] == [encode(f) for f in second[0]]
+    assert [r.id for r in first[1]] == [r.id for r in second[1]]
+    raw_inputs = {step.user_agent for step in example.steps} | {
+        str(v) for step in example.steps for v in step.attrs.values()}
+    for finding in first[0]:
+        for key, value in finding.evidence.items():
+            assert not any(word in key.lower() for word in SECRET_WORDS), key
+            # Evidence quotes at most a capped user agent, never an attribute wholesale.
+            assert len(str(value)) <= 256 or str(value) not in raw_inputs, key

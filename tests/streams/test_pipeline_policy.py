@@ -19,6 +19,12 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.
 HOME, HOSTING = "73.162.10.20", "167.99.10.10"
 
 
+def two() -> list:
+    """The policy logic is tested with the network and client detectors only (the other
+    detectors have their own examples); Saratoga -> New Jersey in 10 s is impossible travel too."""
+    return [IpChange(), UaChange()]
+
+
 def ev(n: int, ip: str = HOME, ua: str | None = CHROME, type: str = "session.activity",
        at: float | None = None, tenant: str = "default", session: str = "s1") -> Event:
     return Event(schema="sessionwatch.event/1", id=f"e{n}", type=EventType(type),
@@ -37,7 +43,7 @@ def run(pipeline: SessionPipeline, events: list[Event]):
 
 @pytest.fixture
 def pipeline(enricher) -> SessionPipeline:
-    return SessionPipeline(enricher)
+    return SessionPipeline(enricher, detectors=two())
 
 
 def test_new_network_alone_is_a_finding_not_a_revocation(pipeline):
@@ -76,7 +82,7 @@ def test_redelivered_event_is_a_duplicate(pipeline):
 
 def test_monitor_only_tenant_gets_findings_but_no_revocation(enricher):
     policy = Policy(tenants={"bank": TenantPolicy(monitor_only=True)})
-    pipeline = SessionPipeline(enricher, policy)
+    pipeline = SessionPipeline(enricher, policy, detectors=two())
     *_, last = run(pipeline, [ev(1, tenant="bank"), ev(2, ip=HOSTING, ua="curl/8.5.0",
                                                          tenant="bank")])
     assert len(last.findings) == 2 and last.revocation is None
@@ -85,34 +91,34 @@ def test_monitor_only_tenant_gets_findings_but_no_revocation(enricher):
 def test_alert_only_detector_and_step_up_action(enricher):
     alert_ua = Policy(default=TenantPolicy(detectors={"session.ua_change":
                                                       DetectorRule(action="alert")}))
-    *_, last = run(SessionPipeline(enricher, alert_ua),
+    *_, last = run(SessionPipeline(enricher, alert_ua, detectors=two()),
                    [ev(1), ev(2, ip=HOSTING, ua="curl/8.5.0")])
     assert last.findings and last.revocation is None
     step_up = Policy(default=TenantPolicy(detectors={
         "session.ua_change": DetectorRule(action="step_up"),
         "session.ip_change": DetectorRule(action="step_up")}))
-    *_, last = run(SessionPipeline(enricher, step_up), [ev(1), ev(2, ip=HOSTING, ua="curl/8.5.0")])
+    *_, last = run(SessionPipeline(enricher, step_up, detectors=two()), [ev(1), ev(2, ip=HOSTING, ua="curl/8.5.0")])
     assert last.revocation is not None and last.revocation.action is Action.STEP_UP
 
 
 def test_disabled_detector_does_not_run(enricher):
     policy = Policy(default=TenantPolicy(detectors={"session.ua_change":
                                                     DetectorRule(enabled=False)}))
-    *_, last = run(SessionPipeline(enricher, policy), [ev(1), ev(2, ua="curl/8.5.0")])
+    *_, last = run(SessionPipeline(enricher, policy, detectors=two()), [ev(1), ev(2, ua="curl/8.5.0")])
     assert last.findings == []
 
 
 def test_revocation_id_is_deterministic_and_depends_on_the_cause(enricher):
     events = [ev(1), ev(2, ip=HOSTING, ua="curl/8.5.0")]
-    a = run(SessionPipeline(enricher), events)[-1].revocation
+    a = run(SessionPipeline(enricher, detectors=two()), events)[-1].revocation
     b = run(SessionPipeline(enricher, detectors=[UaChange(), IpChange()]), events)[-1].revocation
     assert a.id == b.id
     other_session = [ev(1, session="s2"), ev(2, ip=HOSTING, ua="curl/8.5.0", session="s2")]
-    assert run(SessionPipeline(enricher), other_session)[-1].revocation.id != a.id
+    assert run(SessionPipeline(enricher, detectors=two()), other_session)[-1].revocation.id != a.id
 
 
 def test_state_older_than_the_ttl_is_ignored(enricher):
-    pipeline = SessionPipeline(enricher, session_ttl_s=3600)
+    pipeline = SessionPipeline(enricher, session_ttl_s=3600, detectors=two())
     outcomes = run(pipeline, [ev(1, at=0), ev(2, ip=HOSTING, ua="curl/8.5.0", at=7200)])
     assert outcomes[1].findings == [], "a day-old session's state no longer judges new events"
     assert outcomes[1].state.first_seen == 7200 + T0.timestamp()

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from producers.errors import SessionwatchError
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--store", choices=("memory", "rocksdb"), help="state store")
     worker.add_argument("--data-dir", dest="data_dir", help="where rocksdb state lives")
     worker.add_argument("--web-port", dest="web_port", type=int, help="faust web port, 0 = off")
+    worker.add_argument("--policy", help="policy file, YAML or TOML (SESSIONWATCH_POLICY)")
 
     demo = sub.add_parser("demo", help="broker + worker + simulated users with injected hijacks")
     demo.add_argument("--users", type=int, default=300, help="simulated users (default 300)")
@@ -45,6 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=500.0,
                       help="events/s to send (default 500; above what the worker sustains, "
                            "latency measures the queue)")
+
+    simulate = sub.add_parser("simulate", help="write seeded, labelled traffic as JSON lines + truth")
+    simulate.add_argument("--users", type=int, default=1300, help="benign users (default 1300)")
+    simulate.add_argument("--seed", type=int, default=11, help="random seed")
+    simulate.add_argument("--attacks-per-class", dest="attacks_per_class", type=int,
+                          help="instances of each attack class (default users/40, at least 3)")
+    simulate.add_argument("--out", type=Path, default=Path("events.jsonl"),
+                          help="events file; the truth goes beside it as <name>.truth.json")
+
+    evaluate = sub.add_parser("evaluate", help="run simulated traffic through the worker and score it")
+    evaluate.add_argument("--users", type=int, default=1300, help="benign users (default 1300)")
+    evaluate.add_argument("--seed", type=int, default=11, help="random seed")
+    evaluate.add_argument("--attacks-per-class", dest="attacks_per_class", type=int,
+                          help="instances of each attack class (default users/40, at least 3)")
+    evaluate.add_argument("--bootstrap", help="use this Kafka instead of starting the embedded one")
+    evaluate.add_argument("--policy", type=Path, help="policy file for the worker")
+    evaluate.add_argument("--rate", type=float, default=2000.0, help="events/s to send (default 2000)")
+    evaluate.add_argument("--offline", action="store_true",
+                          help="in-process through streams.local.LocalRunner: no broker, no worker")
+    evaluate.add_argument("--twice", action="store_true",
+                          help="run the same events twice and compare the revocation ids")
+    evaluate.add_argument("--json", dest="json_path", type=Path, help="also write the report here")
     return parser
 
 
@@ -52,7 +76,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     from streams.settings import Settings
 
     flags = {k: getattr(args, k, None) for k in
-             ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "web_port")}
+             ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "web_port",
+              "policy")}
     flags.update(extra)
     return Settings.load(os.environ, **flags)
 
@@ -87,7 +112,13 @@ def run_worker(settings: Any) -> None:
     partitions = ensure_topics(settings.bootstrap_servers, settings.partitions,
                                settings.replication)
     settings = settings.replace(partitions=partitions)
-    worker = create_app(settings)
+    policy = None
+    if settings.policy:
+        from streams.policy_file import describe_policy, load_policy
+
+        policy = load_policy(settings.policy)
+        log.info("policy: %s", describe_policy(policy))
+    worker = create_app(settings, policy)
     FaustWorker(worker.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
@@ -99,7 +130,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(users=args.users, seed=args.seed, bootstrap=args.bootstrap, rate=args.rate)
 
 
-COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "demo": cmd_demo}
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from producers.contract import encode
+    from sessionwatch.simulation import simulate
+
+    if args.users < 0:
+        raise SessionwatchError("--users: must be zero or more")
+    sim = simulate(users=args.users, seed=args.seed, attacks_per_class=args.attacks_per_class)
+    out: Path = args.out
+    with out.open("wb") as f:
+        for event in sim.events:
+            f.write(encode(event) + b"\n")
+    truth_path = out.with_name(out.stem + ".truth.json")
+    sim.truth.save(truth_path)
+    print(f"sessionwatch simulate: {len(sim.events)} events -> {out}; {len(sim.truth.benign)} benign "
+          f"sessions, {len(sim.truth.attacks)} attacks -> {truth_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sessionwatch.evaluate import print_report
+    from sessionwatch.evaluate_run import EvalOptions, evaluate
+
+    if args.rate <= 0:
+        raise SessionwatchError("--rate: must be a positive number of events per second")
+    if args.policy is not None and not args.policy.is_file():
+        raise SessionwatchError(f"--policy: no such file {str(args.policy)!r}")
+    opts = EvalOptions(users=args.users, seed=args.seed, attacks_per_class=args.attacks_per_class,
+                       bootstrap=args.bootstrap, policy=args.policy, rate=args.rate,
+                       offline=args.offline, twice=args.twice, json_path=args.json_path)
+    print_report(evaluate(opts))
+    return 0
+
+
+COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "demo": cmd_demo,
+            "simulate": cmd_simulate, "evaluate": cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,13 +51,16 @@ class WorkerProcess:
     """`sessionwatch worker` as a child process in its own process group."""
 
     def __init__(self, bootstrap: str, log_path: Path, app_id: str = DEMO_APP_ID,
-                 partitions: int = 2) -> None:
+                 partitions: int = 2, policy: Path | None = None) -> None:
         self.log_path = log_path
         env = dict(os.environ, SESSIONWATCH_BOOTSTRAP=bootstrap, SESSIONWATCH_APP_ID=app_id,
                    SESSIONWATCH_PARTITIONS=str(partitions), SESSIONWATCH_LOG_LEVEL="info")
+        command = [sys.executable, "-m", "sessionwatch", "worker"]
+        if policy is not None:  # the worker reads --policy FILE (also SESSIONWATCH_POLICY)
+            command += ["--policy", str(policy)]
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sessionwatch", "worker"], env=env,
+            command, env=env,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 

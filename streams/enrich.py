@@ -28,8 +28,9 @@ _TOOL_PREFIXES = ("python-", "go-http", "java/", "curl/", "wget/", "okhttp/", "a
 
 
 # What kind of network an ASN is, from its name (offline, no reputation feed): "tor" exits,
-# consumer "vpn"/relay egress (Apple Private Relay runs on Akamai/Cloudflare/Fastly), "hosting"
-# (datacenters and VPS providers, where replayed cookies usually come from). First match wins.
+# consumer "vpn"/relay egress (Apple Private Relay runs on Akamai/Cloudflare/Fastly), "mobile"
+# carriers, "hosting" (datacenters and VPS providers, where replayed cookies usually come
+# from). First match wins; None is residential or unknown.
 # Production deployments with a commercial feed can extend these lists.
 NETWORK_KIND_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tor", ("STIFTUNG ERNEUERBARE FREIHEIT", "TORSERVERS", "TOR EXIT", "ZWIEBELFREUNDE",
@@ -38,6 +39,11 @@ NETWORK_KIND_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
              "PROTON AG", "PRIVATE INTERNET ACCESS", "LONDON TRUST MEDIA", "CDN77", "SURFSHARK",
              "WINDSCRIBE", "MULLVAD", "NORDVPN", "AKAMAI INTERNATIONAL", "CLOUDFLARENET",
              "FASTLY", "IPXO")),
+    # Carriers: their addresses sit behind CGNAT gateways that geolocate to a country centroid or
+    # a city hundreds of km away, so distances involving them are not evidence.
+    ("mobile", ("T-MOBILE", "CELLCO", "WIRELESS", "CELLULAR", "MOBILE", "EE LIMITED",
+                "DOCOMO", "RELIANCE JIO", "AT&T MOBILITY", "SPRINT", "TELEFONICA MOVILES",
+                "VODAFONE", "BHARTI AIRTEL", "MTN ", "SAFARICOM")),
     ("hosting", ("DIGITALOCEAN", "AMAZON", "AWS", "OVH", "HETZNER", "LINODE",
                  "AKAMAI CONNECTED CLOUD", "CHOOPA", "VULTR", "GOOGLE-CLOUD", "GOOGLE CLOUD",
                  "MICROSOFT", "ORACLE", "ALIBABA", "TENCENT", "CONTABO", "SCALEWAY",
@@ -77,7 +83,7 @@ class Network:
     accuracy_km: float | None
     private: bool
     city: str | None = None
-    kind: str | None = None  # "hosting", "vpn", "tor" or None (residential, mobile, unknown)
+    kind: str | None = None  # "hosting", "vpn", "tor", "mobile" or None (residential, unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +115,12 @@ def locate(attrs: dict[str, Any], network: Network) -> Location | None:
     if network.lat is None or network.lon is None:
         return None
     acc = float(network.accuracy_km or COARSE_ACCURACY_KM)
-    return Location(network.lat, network.lon, acc,
-                    coarse=network.city is None and acc >= COARSE_ACCURACY_KM,
-                    source="geoip")
+    if network.city is None:
+        # Without a city GeoIP often returns the country's default point whatever radius it
+        # claims; such a point is worth at least the coarse radius.
+        return Location(network.lat, network.lon, max(acc, COARSE_ACCURACY_KM),
+                        coarse=acc >= COARSE_ACCURACY_KM, source="geoip")
+    return Location(network.lat, network.lon, acc, coarse=False, source="geoip")
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,8 @@ def _advance(
     state.asn = network.asn
     state.country = network.country
     remember(state.networks, network.asn)
+    if network.kind in ("hosting", "tor"):
+        state.datacenter = True
     remember(state.prefixes, prefix)
     if event.user_agent:
         state.user_agent = event.user_agent

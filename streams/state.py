@@ -32,6 +32,8 @@ class SessionState(msgspec.Struct, kw_only=True):
     client_os: str | None = None
     client_major: str | None = None
     client_is_tool: bool = False
+    # True once the session has been used from a hosting network or a Tor exit.
+    datacenter: bool = False
     # Bounded memory of where this session has been (most recent last).
     networks: list[str] = msgspec.field(default_factory=list)
     prefixes: list[str] = msgspec.field(default_factory=list)

@@ -4,12 +4,18 @@ ASVS 5.0 7.2.4: a new session token on authentication and re-authentication, the
 the OWASP cheat sheet: renew the id on any privilege change. A login that rotates arrives as a
 brand-new session whose `session.authenticated` names the replaced one in `attrs.previous_session`,
 and never fires. Otherwise, on `session.authenticated`:
-- the session existed before, anonymous: no rotation on login - medium (an app bug that makes
-  fixation possible, not yet an attack);
-- and its pre-login requests came from another network (ASN; the /24-/64 when the ASN is
-  unknown) or another client (browser/tool family or OS): someone else held the id before the
-  victim logged in with it - the classic planted session - high;
+- the session existed before, anonymous, on the login's own network and client: no rotation on
+  login - medium (an app bug that makes fixation possible, not yet an attack);
+- its pre-login requests came from another client (browser/tool family or OS), from a hosting,
+  VPN or Tor network, or from another country: someone else held the id before the victim logged
+  in with it - the classic planted session - high;
+- its pre-login requests came from another residential or mobile network in the same country with
+  the same client: one person moving from cellular to Wi-Fi between the login page and the login
+  (IP binding's best-known false positive, REFERENCE.md) - low; `session.ip_change` reports the
+  move itself, and a medium here would corroborate it into revoking every such login;
 - the session was already bound to a user: re-authentication (step-up) without rotation - low.
+Networks compare by ASN (ISP rotation inside one network is no evidence), by /24-/64 when an ASN
+is unknown; the state keeps the last pre-login country only.
 
 `issued_s` (default 5 s, our choice): apps that report a login as `session.created` followed by
 `session.authenticated` for the token the login itself minted are not fixation - a session whose
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 
 from producers.contract import EventType, Severity
 from streams.detectors.base import Context, Example, SessionDetector, Signal, Step
+from streams.enrich import network_kind
 from streams.state import SessionState
 
 EDGE_WIN = (
@@ -30,11 +37,22 @@ EDGE_WIN = (
     "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"
 )
 CURL = "curl/8.5.0"
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1"
+)
+CELLULAR_US = "172.56.20.30"  # T-Mobile US
+WIFI_US = "73.162.10.20"      # Comcast
+ELSEWHERE_GB = "2.24.1.1"     # EE, GB (residential/mobile, another country)
 VICTIM = "88.64.1.1"          # Vodafone DE
 VICTIM_SAME_ASN = "88.64.77.1"
 ATTACKER = "95.216.1.1"       # Hetzner FI
 CREATED, LOGIN = "session.created", "session.authenticated"
 PREVIOUS = {"previous_session": "9f2c4e0b7a1d3c5e8f6a2b4d0c9e7f1a3b5d7c9e0f2a4b6c8d0e1f3a5b7c9d0e"}
+
+
+# Where planted sessions are minted: not where a victim browses before logging in.
+_HOSTED = frozenset({"hosting", "vpn", "tor"})
 
 
 @dataclass(frozen=True)
@@ -43,7 +61,13 @@ class FixationParams:
 
 
 def _other_networks(ctx: Context, prev: SessionState) -> list[str]:
-    """The networks the pre-login session used that the login did not come from."""
+    """The networks the pre-login session used that the login did not come from.
+
+    By ASN (ISP rotation within one network is no evidence); by /24-/64 when an ASN is unknown;
+    never for LAN addresses, whose subnets say nothing about who holds the session.
+    """
+    if ctx.network.private:
+        return []
     if ctx.network.asn is not None and prev.networks:
         return [n for n in prev.networks if n != ctx.network.asn]
     return [p for p in prev.prefixes if p != ctx.prefix]
@@ -87,10 +111,14 @@ class Fixation(SessionDetector):
         }
         if prev.authenticated_at is not None or prev.user is not None:
             return Signal(Severity.LOW, "Re-authentication kept the same session id", evidence)
-        if other_networks or other_client:
+        hosted = [n for n in other_networks if network_kind(n) in _HOSTED]
+        foreign = (prev.country is not None and ctx.network.country is not None
+                   and prev.country != ctx.network.country)
+        if hosted or foreign or other_client:
             elsewhere = []
-            if other_networks:
-                elsewhere.append("network " + ", ".join(other_networks))
+            if hosted or foreign:
+                elsewhere.append("network " + ", ".join(other_networks)
+                                 + (f" ({prev.country})" if foreign else ""))
             if other_client:
                 elsewhere.append(f"client {prev.client_family}/{prev.client_os}")
             return Signal(
@@ -98,6 +126,9 @@ class Fixation(SessionDetector):
                 "Login adopted a session id first used from another " + " and ".join(elsewhere),
                 evidence,
             )
+        if other_networks:
+            return Signal(Severity.LOW, "Login kept the pre-login session id; the same client "
+                          "changed network in-country before it", evidence)
         return Signal(Severity.MEDIUM, "Login kept the pre-login session id (no rotation)",
                       evidence)
 
@@ -132,6 +163,20 @@ class Fixation(SessionDetector):
             severity=Severity.HIGH,
         ),
         Example(
+            "planted-from-another-country",
+            (Step(0, ELSEWHERE_GB, EDGE_WIN, type=CREATED, user=None),
+             Step(600, VICTIM, EDGE_WIN, type=LOGIN)),
+            fires=True,
+            severity=Severity.HIGH,
+        ),
+        Example(
+            "cellular-to-wifi-before-login",
+            (Step(0, CELLULAR_US, IPHONE, type=CREATED, user=None),
+             Step(40, WIFI_US, IPHONE, type=LOGIN)),
+            fires=True,
+            severity=Severity.LOW,
+        ),
+        Example(
             "re-authentication-without-rotation",
             (Step(0, VICTIM, EDGE_WIN, type=LOGIN), Step(60, VICTIM, EDGE_WIN),
              Step(600, VICTIM, EDGE_WIN, type=LOGIN)),
@@ -154,6 +199,12 @@ class Fixation(SessionDetector):
             "login-reported-as-created-then-authenticated",
             (Step(0, VICTIM, EDGE_WIN, type=CREATED), Step(0.2, VICTIM, EDGE_WIN, type=LOGIN)),
             fires=False,
+        ),
+        Example(
+            "slow-issuance-tenant",
+            (Step(0, VICTIM, EDGE_WIN, type=CREATED), Step(20, VICTIM, EDGE_WIN, type=LOGIN)),
+            fires=False,
+            params={"issued_s": 30},
         ),
         Example("first-event-is-the-login", (Step(0, VICTIM, EDGE_WIN, type=LOGIN),), False),
         Example(

@@ -10,10 +10,21 @@ Defaults (REFERENCE.md, Panther `impossible_travel_login.py`):
   slightly different moments. Any 50 km gap inside a minute still implies >= 3,000 km/h, so the
   floor only keeps the reported speed finite; it never hides a jump.
 Coarse points (GeoIP knew only the country, e.g. mobile carriers) say nothing about distance and
-are ignored; the state never stores them. Severity is high, downgraded to low when either point
-came from GeoIP on a VPN or Tor network (Panther downgrades VPN and Apple Private Relay to info):
-their exits are not where the user is. Hosting networks stay high - replayed cookies come from
-datacenters. The app's own `attrs.geo` (a device location) is not moved by a VPN.
+are ignored; the state never stores them. A GeoIP point without a city is often the country's
+default point even with a small radius, so its radius counts as at least 500 km.
+
+Severity is high, downgraded to low (a finding, never a revocation on its own) when:
+- either point came from GeoIP on a VPN or Tor network (Panther downgrades VPN and Apple Private
+  Relay to info): their exits are not where the user is. The app's own `attrs.geo` (a device
+  location) is not moved by a VPN;
+- the event comes from a network this session already used: GeoIP disagreeing with itself
+  (IPv4 vs IPv6 of one ISP, regional address pools), or a return to a known network (which
+  `session.ip_change` also rates low);
+- the move stays within one country between residential or mobile networks: carrier geolocation
+  is wrong by whole countries and Wi-Fi/cellular handoffs are routine (REFERENCE.md, "what users
+  complain about"); Elastic's rule likewise needs two countries. Hosting networks stay high -
+  replayed cookies come from datacenters.
+The last two are GeoIP-noise arguments and do not apply when the app sent the device's position.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from math import asin, cos, radians, sin, sqrt
 
 from producers.contract import Severity
 from streams.detectors.base import Context, Example, SessionDetector, Signal, Step
-from streams.enrich import network_kind
+from streams.enrich import COARSE_ACCURACY_KM, network_kind
 from streams.state import SessionState
 
 EARTH_RADIUS_KM = 6371.0088
@@ -44,6 +55,9 @@ DATACENTER_NJ = "167.99.1.1"   # DigitalOcean, North Bergen NJ, radius 1000 km (
 VPN_PRAGUE = "89.187.160.1"    # Datacamp (vpn), CZ
 TOR_EXIT = "185.220.101.1"     # Stiftung Erneuerbare Freiheit (tor), DE
 TMOBILE = "172.56.20.30"       # T-Mobile US: country only (coarse)
+TMOBILE_BROOKLYN = "172.56.35.75"  # T-Mobile US, "Brooklyn" radius 20 km: carrier geolocation
+BT_V4 = "86.150.216.52"        # BT, Manchester
+BT_V6 = "2a00:23c5:6ce4:c512:e1cf:874f:25ec:ddba"  # the same BT line's IPv6, "Tewkesbury"
 PARIS_GPS = {"geo": {"lat": 48.8566, "lon": 2.3522, "accuracy_km": 5}}
 
 
@@ -84,8 +98,12 @@ class ImpossibleTravel(SessionDetector):
             return None
         if prev.lat is None or prev.lon is None or prev.located_at is None:
             return None
+        net = ctx.network
+        here_km = here.accuracy_km
+        if here.source == "geoip" and net.city is None:
+            here_km = max(here_km, COARSE_ACCURACY_KM)  # likely the country's default point
         raw_km = haversine_km(prev.lat, prev.lon, here.lat, here.lon)
-        tolerance_km = (prev.accuracy_km or 0.0) + here.accuracy_km
+        tolerance_km = (prev.accuracy_km or 0.0) + here_km
         km = max(0.0, raw_km - tolerance_km)
         if km < params.min_distance_km:
             return None  # the same place as far as the radii can tell
@@ -94,9 +112,13 @@ class ImpossibleTravel(SessionDetector):
         kmh = km / (max(elapsed_s, params.min_elapsed_s) / 3600.0)
         if kmh <= params.max_speed_kmh:
             return None
-        net = ctx.network
         relayed_here = here.source == "geoip" and net.kind in _RELAYED
         relayed = relayed_here or _previous_relayed(prev)
+        # GeoIP noise arguments: they do not hold when the app reports the device's own position.
+        by_geoip = here.source == "geoip"
+        known_network = by_geoip and net.asn is not None and net.asn in prev.networks
+        domestic = (by_geoip and net.country is not None and net.country == prev.country
+                    and net.kind != "hosting")
         evidence = {
             # Rounded to ~10 km: enough to explain the finding, not a device's exact position.
             "from_point": [round(prev.lat, 1), round(prev.lon, 1)],
@@ -115,10 +137,16 @@ class ImpossibleTravel(SessionDetector):
             "max_kmh": params.max_speed_kmh,
         }
         where = ", ".join(p for p in (net.city, net.country) if p) or "an unknown place"
-        summary = (f"Session moved {round(km)} km in {round(elapsed_s / 60.0, 1)} min "
+        took = f"{round(elapsed_s)} s" if elapsed_s < 120 else f"{round(elapsed_s / 60.0)} min"
+        summary = (f"Session moved {round(km)} km in {took} "
                    f"({round(kmh)} km/h) to {where}")
         if relayed:
             return Signal(Severity.LOW, summary + " via a VPN or Tor network", evidence)
+        if known_network:
+            return Signal(Severity.LOW, summary + " on a network the session already used",
+                          evidence)
+        if domestic:
+            return Signal(Severity.LOW, summary + " within one country", evidence)
         return Signal(Severity.HIGH, summary, evidence)
 
     examples = (
@@ -163,6 +191,24 @@ class ImpossibleTravel(SessionDetector):
             (Step(0, VPN_PRAGUE, CHROME_MAC), Step(1800, SARATOGA, CHROME_MAC)),
             fires=True,
             severity=Severity.LOW,
+        ),
+        Example(
+            "wifi-to-cellular-within-one-country",
+            (Step(0, SARATOGA, CHROME_MAC), Step(50, TMOBILE_BROOKLYN, CHROME_MAC)),
+            fires=True,
+            severity=Severity.LOW,
+        ),
+        Example(
+            "dual-stack-isp-geolocates-apart",
+            (Step(0, BT_V6, CHROME_MAC), Step(22, BT_V4, CHROME_MAC)),
+            fires=True,
+            severity=Severity.LOW,
+        ),
+        Example(
+            "tenant-allows-faster-travel",
+            (Step(0, SARATOGA, CHROME_MAC), Step(1800, LONDON, CHROME_MAC)),
+            fires=False,
+            params={"max_speed_kmh": 20000},
         ),
         Example(
             "same-city-other-prefix",

@@ -6,6 +6,12 @@ addresses legitimately. So: the same /24 or /64 is nothing; the same network (AS
 this session already used is at most low; only a network new to the session is medium - and a
 medium alone never revokes under the default policy: it needs corroboration (a client change),
 following Panther's "new ASN and UA similarity < 0.95" stolen-session rule.
+
+One move is high on its own: a session that lived on residential, mobile or VPN networks moving
+into a datacenter or a Tor exit. People browse from homes, phones and offices; a replayed cookie
+comes from a VPS or Tor (Elastic's AiTM rule keys on the same contrast), even when the attacker
+copies the victim's User-Agent exactly. Commercial VPN exits are their own kind ("vpn") and stay
+medium; a company whose staff browse through a cloud proxy allowlists its network.
 """
 
 from __future__ import annotations
@@ -51,6 +57,14 @@ class IpChange(SessionDetector):
                 f"Session returned to a network it used before ({net.asn})",
                 evidence,
             )
+        evidence["to_network_kind"] = net.kind
+        if net.kind in ("hosting", "tor") and not prev.datacenter:
+            return Signal(
+                Severity.HIGH,
+                f"Session moved from {prev.asn} ({prev.country}) into {net.kind} network "
+                f"{net.asn} ({net.country})",
+                evidence,
+            )
         return Signal(
             Severity.MEDIUM,
             f"Session moved to a new network: {prev.asn} ({prev.country}) -> "
@@ -61,7 +75,25 @@ class IpChange(SessionDetector):
     examples = (
         Example(
             "new-asn",
-            (Step(0, "81.2.69.142", CHROME_WIN), Step(60, "8.8.8.8", CHROME_WIN)),
+            (Step(0, "81.2.69.142", CHROME_WIN), Step(60, "86.150.216.52", CHROME_WIN)),
+            fires=True,
+            severity=Severity.MEDIUM,
+        ),
+        Example(
+            "home-into-a-datacenter-same-browser",
+            (Step(0, "73.162.10.20", CHROME_WIN), Step(60, "167.99.10.10", CHROME_WIN)),
+            fires=True,
+            severity=Severity.HIGH,
+        ),
+        Example(
+            "home-to-a-commercial-vpn",
+            (Step(0, "73.162.10.20", CHROME_WIN), Step(60, "89.187.160.1", CHROME_WIN)),
+            fires=True,
+            severity=Severity.MEDIUM,
+        ),
+        Example(
+            "home-to-the-phone-carrier",
+            (Step(0, "73.162.10.20", CHROME_WIN), Step(60, "172.56.20.30", CHROME_WIN)),
             fires=True,
             severity=Severity.MEDIUM,
         ),
@@ -88,7 +120,7 @@ class IpChange(SessionDetector):
             "back-to-known-network",
             (
                 Step(0, "81.2.69.142", CHROME_WIN),
-                Step(60, "8.8.8.8", CHROME_WIN),
+                Step(60, "86.150.216.52", CHROME_WIN),
                 Step(120, "81.2.69.142", CHROME_WIN),
             ),
             fires=True,

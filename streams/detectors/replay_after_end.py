@@ -30,6 +30,12 @@ _SERVED = frozenset({
     EventType.CREDENTIAL_CHANGED,
 })
 
+_VERBS = {
+    EventType.ACTIVITY: "used", EventType.REFRESHED: "refreshed", EventType.AUTHENTICATED: "logged into",
+    EventType.CREATED: "issued again", EventType.CREDENTIAL_CHANGED: "used to change credentials",
+}
+_ENDS = {"logout": "logout", "expired": "expiry", "revoked": "revocation"}
+
 FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
 HOME = "73.162.10.20"         # Comcast, Saratoga
 HOME_SAME_24 = "73.162.10.99"
@@ -89,12 +95,11 @@ class ReplayAfterEnd(SessionDetector):
             "same_client_as_end": (event.user_agent == prev.ended_user_agent
                                    if prev.ended_at is not None else None),
         }
-        what = event.type.value.removeprefix("session.")
-        revoked = " and revoked" if prev.revocation is not None and reason != "revoked" else ""
+        also = " and revocation" if prev.revocation is not None and reason != "revoked" else ""
         return Signal(
             Severity.HIGH,
-            f"Session {what} accepted {_duration(since)} after {reason}{revoked}, "
-            f"from {ctx.network.asn or event.ip}",
+            f"Ended session {_VERBS[event.type]} {_duration(since)} after "
+            f"{_ENDS.get(reason, reason)}{also}, from {ctx.network.asn or event.ip}",
             evidence,
         )
 
@@ -141,6 +146,14 @@ class ReplayAfterEnd(SessionDetector):
              Step(120 + 3700, DATACENTER, CURL)),    # after the dedup window: still served
             fires=True,
             severity=Severity.HIGH,
+        ),
+        Example(
+            "tenant-without-in-flight-allowance",
+            (Step(0, HOME, FIREFOX), Step(60, HOME, FIREFOX, type=LOGOUT),
+             Step(62, HOME, FIREFOX)),
+            fires=True,
+            severity=Severity.HIGH,
+            params={"in_flight_s": 0},
         ),
         Example(
             "in-flight-request-after-logout",

@@ -75,8 +75,8 @@ class Timeouts(SessionDetector):
         if idle:
             parts.append(f"after {_minutes(idle_s)} idle (limit {_minutes(params.idle_s)})")
         if expired:
-            parts.append(f"{age_s / 3600:.1f} h after it began (limit "
-                         f"{params.absolute_s / 3600:g} h)")
+            since = "login" if prev.authenticated_at is not None else "creation"
+            parts.append(f"{_minutes(age_s)} after {since} (limit {_minutes(params.absolute_s)})")
         return Signal(Severity.HIGH, "Session still served " + " and ".join(parts), evidence)
 
     examples = (
@@ -105,6 +105,19 @@ class Timeouts(SessionDetector):
             (Step(0, IP, SAFARI_IOS, type="session.created"), *_EVERY_25_MIN),
             fires=True,
             severity=Severity.HIGH,
+        ),
+        Example(
+            "level-3-tenant-idle-20-min",
+            (Step(0, IP, SAFARI_IOS, type=LOGIN), Step(1200, IP, SAFARI_IOS)),
+            fires=True,
+            severity=Severity.HIGH,
+            params={"idle_s": 900},
+        ),
+        Example(
+            "remember-me-tenant-idle-9-h",
+            (Step(0, IP, SAFARI_IOS, type=LOGIN), Step(9 * 3600, IP, SAFARI_IOS)),
+            fires=False,
+            params={"idle_s": 14 * 86400, "absolute_s": 30 * 86400},
         ),
         Example(
             "idle-29-min",
@@ -143,4 +156,6 @@ class Timeouts(SessionDetector):
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.2f}".rstrip("0").rstrip(".") + " h"

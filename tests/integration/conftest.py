@@ -95,3 +95,12 @@ def caught_up(bootstrap: str, app_id: str = "sessionwatch-it") -> None:
 
 def worker_log(worker: WorkerProcess) -> str:
     return Path(worker.log_path).read_text(errors="replace")
+
+
+def make_event(*args, **kw):
+    """`factories.make_event` with one user per session: every test session logging in as alice
+    would trip the concurrent-session limit (user.concurrent_sessions) across tests."""
+    from factories import make_event as factory
+
+    kw.setdefault("user", "u-" + (kw.get("session") or "none")[:12])
+    return factory(*args, **kw)

@@ -10,8 +10,8 @@ import secrets
 import time
 
 import pytest
-from conftest import caught_up, read_until, send, worker_log
-from factories import CURL, DIGITALOCEAN, make_event
+from conftest import caught_up, make_event, read_until, send, worker_log
+from factories import CURL, DIGITALOCEAN
 
 from sessionwatch.demo import WorkerProcess
 

@@ -8,7 +8,7 @@ import secrets
 import uuid
 
 import pytest
-from conftest import caught_up, read_until, send
+from conftest import caught_up, make_event, read_until, send
 from factories import (
     CHROME,
     CHROME_NEXT,
@@ -17,7 +17,6 @@ from factories import (
     CURL,
     DIGITALOCEAN,
     TMOBILE,
-    make_event,
 )
 
 from producers.client import SessionwatchClient
@@ -49,7 +48,7 @@ def test_hijack_from_foreign_client_is_revoked(broker, worker, producer):
     decode_revocation(json.dumps(revocation))  # the contract type accepts it
     assert revocation["schema"] == "sessionwatch.revocation/1"
     assert revocation["scope"] == "session" and revocation["action"] == "revoke"
-    assert revocation["user"] == "alice"
+    assert revocation["user"] == "u-" + session[:12]
     assert revocation["events"] == ["hijack-1"]
     detectors = {r["detector"] for r in revocation["reasons"]}
     # (Saratoga to New Jersey in 30 s is impossible travel as well)

@@ -17,6 +17,7 @@ CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, 
           "Chrome/130.0.0.0 Safari/537.36")
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 HOME, HOSTING = "73.162.10.20", "167.99.10.10"
+OTHER_ISP = "68.173.1.1"  # Spectrum, New York: a new residential network (medium, not high)
 
 
 def two() -> list:
@@ -46,8 +47,14 @@ def pipeline(enricher) -> SessionPipeline:
     return SessionPipeline(enricher, detectors=two())
 
 
-def test_new_network_alone_is_a_finding_not_a_revocation(pipeline):
+def test_a_move_into_a_datacenter_is_revoked_even_with_the_same_browser(pipeline):
     *_, last = run(pipeline, [ev(1, type="session.authenticated"), ev(2, ip=HOSTING)])
+    assert last.revocation is not None
+    assert [r.detector for r in last.revocation.reasons] == ["session.ip_change"]
+
+
+def test_new_network_alone_is_a_finding_not_a_revocation(pipeline):
+    *_, last = run(pipeline, [ev(1, type="session.authenticated"), ev(2, ip=OTHER_ISP)])
     assert [f.detector for f in last.findings] == ["session.ip_change"]
     assert last.findings[0].severity is Severity.MEDIUM
     assert last.revocation is None
@@ -92,7 +99,7 @@ def test_alert_only_detector_and_step_up_action(enricher):
     alert_ua = Policy(default=TenantPolicy(detectors={"session.ua_change":
                                                       DetectorRule(action="alert")}))
     *_, last = run(SessionPipeline(enricher, alert_ua, detectors=two()),
-                   [ev(1), ev(2, ip=HOSTING, ua="curl/8.5.0")])
+                   [ev(1), ev(2, ip=OTHER_ISP, ua="curl/8.5.0")])
     assert last.findings and last.revocation is None
     step_up = Policy(default=TenantPolicy(detectors={
         "session.ua_change": DetectorRule(action="step_up"),

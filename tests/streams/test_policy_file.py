@@ -473,6 +473,7 @@ tenants:
     allowlist: {asns: []}
     detectors:
       session.ua_change: {action: alert}
+      session.ip_change: {action: alert}
 """
 
 
@@ -524,7 +525,7 @@ def test_loaded_tenant_cidr_allowlist_exempts(deciding):
 
 def test_loaded_per_tenant_actions(deciding):
     assert hijack(deciding, "broker").revocation.action is Action.STEP_UP
-    # ua_change alert-only: ip_change (medium) is left alone, which does not act.
+    # both alert-only: findings, no decision (a move into a datacenter is high on its own)
     out = hijack(deciding, "alerts")
     assert {f.detector for f in out.findings} == BOTH and out.revocations == []
 

@@ -15,29 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from producers.hashing import mint_session_token
+from sessionwatch.simulation import networks as nets
 
-# (country, ASN block) - blocks taken from the bundled data, so every host inside maps to the
-# same network name and country.
-HOME_NETWORKS = {
-    "US": ["73.160.0.0/14", "99.96.0.0/13", "71.104.0.0/13", "24.24.0.0/18"],
-    "GB": ["86.144.0.0/12", "82.8.0.0/13"],
-    "DE": ["79.192.0.0/10"],
-    "FR": ["90.8.0.0/14", "78.192.0.0/12"],
-    "ES": ["83.32.0.0/11"],
-    "IT": ["79.0.0.0/11"],
-    "NL": ["77.160.0.0/15"],
-    "CA": ["99.224.0.0/12"],
-    "IN": ["49.32.0.0/13"],
-    "JP": ["153.192.0.0/11"],
-    "AU": ["101.160.0.0/14"],
-}
-HOME_V6 = {"US": "2601:646:8000::/38", "DE": "2003:e0::/30"}
-MOBILE_NETWORKS = {
-    "US": ["172.32.0.0/11", "174.192.0.0/11"],
-    "GB": ["2.24.0.0/13"],
-    "DE": ["88.64.0.0/12"],
-    "FR": ["78.192.0.0/12", "90.8.0.0/14"],
-}
+# Homes, carriers and attackers come from the checked tables in networks.py: a household keeps one
+# address in its metro for the day, so only the behaviour under test moves it.
 ATTACKER_NETWORKS = [
     "159.203.0.0/16", "167.99.0.0/16", "51.38.0.0/16", "95.216.0.0/15", "54.208.0.0/14",
     "45.79.0.0/18", "45.32.0.0/16", "185.220.101.0/24", "105.112.8.0/22", "61.150.0.0/16",
@@ -154,37 +135,45 @@ def plan_traffic(
     rng = random.Random(seed)
     net = _Net(rng)
     plan = Plan()
-    countries = list(HOME_NETWORKS)
+    metros = sorted(nets.METROS)
+    carriers: dict[str, list[str]] = {}
+    for pool in nets.blocks(nets.CARRIER_BLOCKS):
+        carriers.setdefault(pool.country, []).extend(nets.cgnat_pool(rng, pool, 16))
     for u in range(users):
         user = f"user-{u:05d}"
-        country = rng.choice(countries)
+        metro = rng.choice(metros)
+        country = nets.METROS[metro][0]
         builder, version, phone = rng.choice(BROWSERS)
-        v6 = country in HOME_V6 and rng.random() < 0.3
-        home_cidr = HOME_V6[country] if v6 else rng.choice(HOME_NETWORKS[country])
+        v6 = metro in nets.HOME_V6 and rng.random() < 0.3
+        home = rng.choice(nets.home_pools(metro))
+        if v6:
+            home = nets.Pool(nets.HOME_V6[metro][0], country, (), v6=nets.HOME_V6[metro][1])
+        home_ip = nets.host(rng, home)
         for s in range(rng.choice((1, 1, 2))):
             label = f"{user}/s{s}"
             kinds = ["steady", "dhcp", "isp_rotation", "browser_update"]
-            if country in MOBILE_NETWORKS:
+            if country in carriers:
                 kinds.append("mobile_churn")
             if v6:
                 kinds = ["ipv6_privacy", "steady", "browser_update"]
             kind = rng.choice(kinds)
             attack = rng.choice(ATTACK_KINDS) if rng.random() < attack_rate else None
-            _plan_session(plan, rng, net, label, user, country, home_cidr,
+            _plan_session(plan, rng, net, label, user, home, home_ip, carriers.get(country, []),
                           builder, version, kind, attack, span_s)
     plan.events.sort(key=lambda p: p.at)
     return plan
 
 
 def _plan_session(
-    plan: Plan, rng: random.Random, net: _Net, label: str, user: str, country: str,
-    home_cidr: str, builder: Any, version: int, kind: str, attack: str | None, span_s: float,
+    plan: Plan, rng: random.Random, net: _Net, label: str, user: str, home: nets.Pool,
+    home_ip: str, carrier: list[str], builder: Any, version: int, kind: str, attack: str | None,
+    span_s: float,
 ) -> None:
     pre_login, token = mint_session_token(), mint_session_token()
     plan.tokens[label] = token
     truth = SessionTruth(label=label, user=user, benign_kind=kind, attack_kind=attack)
     plan.sessions[label] = truth
-    ip = net.host(home_cidr)
+    ip = home_ip
     ua = builder(version)
     t = rng.uniform(0, span_s * 0.8)
     add = plan.events.append
@@ -196,17 +185,16 @@ def _plan_session(
     n = rng.randint(6, 30)
     change_at = rng.randint(2, n - 2)
     attack_at = rng.randint(3, n - 1) if attack else None
-    mobile_cidr = rng.choice(MOBILE_NETWORKS.get(country, [home_cidr]))
-    home_ip = ip
+    mobile_ip = rng.choice(carrier) if carrier else home_ip
     for i in range(n):
         t += rng.uniform(5, 120)
         if i >= change_at:
             if kind == "dhcp" and i == change_at:
                 ip = net.same_slash24(ip)
             elif kind == "isp_rotation" and i == change_at:
-                ip = net.other_slash24(home_cidr, ip)
+                ip = nets.other_prefix(rng, home, ip) if not home.v6 else net.same_slash24(ip)
             elif kind == "mobile_churn" and rng.random() < 0.5:
-                ip = net.host(mobile_cidr) if ip == home_ip else home_ip
+                ip = mobile_ip if ip == home_ip else home_ip
             elif kind == "browser_update" and i == change_at:
                 ua = builder(version + 1)
             elif kind == "ipv6_privacy" and i == change_at:

@@ -1,0 +1,247 @@
+"""`sessionwatch evaluate`: run simulated traffic through the real worker and score it.
+
+By default: an embedded broker and a worker child process; the events go out with kafka-python in
+event-time order, revocations and findings are read back, and the run waits until the worker's
+consumer group has committed every topic it reads up to the end. `--offline` runs the same events
+in-process through `streams.local.LocalRunner` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from producers.contract import (
+    EVENTS_TOPIC,
+    FINDINGS_TOPIC,
+    REVOCATIONS_TOPIC,
+    Event,
+    decode_finding,
+    decode_revocation,
+    encode,
+)
+from producers.errors import SessionwatchError
+from sessionwatch.evaluate import Observed, score
+from sessionwatch.simulation import Simulation, simulate
+
+DEFAULT_RATE = 2000.0
+
+
+@dataclass
+class EvalOptions:
+    users: int = 1300
+    seed: int = 11
+    attacks_per_class: int | None = None
+    bootstrap: str | None = None
+    policy: Path | None = None
+    rate: float = DEFAULT_RATE
+    offline: bool = False
+    twice: bool = False
+    partitions: int = 2
+    json_path: Path | None = None
+    catch_up_timeout_s: float = 300.0
+
+
+def consume(bootstrap: str, observed: Observed, stop: threading.Event, start_offsets: dict[Any, int]
+            | None = None) -> None:
+    """Read revocations and findings by partition assignment (no group: Tansu holds group fetches)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, fetch_max_wait_ms=10)
+    parts = [TopicPartition(topic, p) for topic in (REVOCATIONS_TOPIC, FINDINGS_TOPIC)
+             for p in sorted(consumer.partitions_for_topic(topic) or {0})]
+    consumer.assign(parts)
+    for tp in parts:
+        if start_offsets and tp in start_offsets:
+            consumer.seek(tp, start_offsets[tp])
+        else:
+            consumer.seek_to_beginning(tp)
+    try:
+        while not stop.is_set():
+            for batch in consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                for record in batch:
+                    if record.topic == REVOCATIONS_TOPIC:
+                        observed.revocations.append((now, decode_revocation(record.value)))
+                    else:
+                        observed.findings.append((now, decode_finding(record.value)))
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap: str, topics: tuple[str, ...]) -> dict[Any, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or {0})]
+        return dict(probe.end_offsets(parts))
+    finally:
+        probe.close()
+
+
+def wait_group_caught_up(bootstrap: str, app_id: str, timeout_s: float, settle_s: float = 1.5) -> bool:
+    """True once the group's committed offsets on every topic-partition it has committed (events and
+    internal repartition topics alike) reach the end offsets, and stay there for `settle_s`."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    events = [TopicPartition(EVENTS_TOPIC, p)
+              for p in sorted(probe.partitions_for_topic(EVENTS_TOPIC) or {0})]
+    deadline = time.monotonic() + timeout_s
+    stable_since: float | None = None
+    last: dict[Any, int] = {}
+    try:
+        while time.monotonic() < deadline:
+            groups = admin.list_group_offsets({app_id: None})
+            committed = {tp: meta.offset for tp, meta in groups.get(app_id, {}).items()
+                         if meta.offset >= 0}
+            parts = sorted(set(committed) | set(events))
+            ends = probe.end_offsets(parts)
+            done = all(ends[tp] == 0 or committed.get(tp, -1) >= ends[tp] for tp in parts)
+            snapshot = {**committed, **{("end", tp): v for tp, v in ends.items()}}
+            if done and snapshot == last:
+                stable_since = stable_since or time.monotonic()
+                if time.monotonic() - stable_since >= settle_s:
+                    return True
+            else:
+                stable_since = None
+            last = snapshot
+            time.sleep(0.25)
+        return False
+    finally:
+        admin.close()
+        probe.close()
+
+
+def send_events(bootstrap: str, events: list[Event], rate: float) -> dict[str, float]:
+    """Send in event-time order at `rate` events/s; returns event id -> wall time sent."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2,
+                             client_id="sessionwatch-evaluate")
+    sent: dict[str, float] = {}
+    start = time.monotonic()
+    try:
+        for i, event in enumerate(events):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            producer.send(EVENTS_TOPIC, key=event.key.encode(), value=encode(event))
+            sent[event.id] = time.time()
+        producer.flush(60)
+    finally:
+        producer.close(10)
+    return sent
+
+
+def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: str) -> dict[str, Any]:
+    from sessionwatch.broker import EmbeddedBroker
+    from sessionwatch.demo import WorkerProcess
+
+    broker = None
+    worker = None
+    stop = threading.Event()
+    observed = Observed()
+    try:
+        bootstrap = opts.bootstrap
+        if bootstrap is None:
+            broker = EmbeddedBroker(log_path=workdir / f"broker-{app_id}.log").start()
+            bootstrap = broker.bootstrap
+        worker = WorkerProcess(bootstrap, workdir / f"worker-{app_id}.log", app_id=app_id,
+                               partitions=opts.partitions, policy=opts.policy)
+        worker.wait_ready()
+        # On a shared broker, read only what this pass produces.
+        starts = end_offsets(bootstrap, (REVOCATIONS_TOPIC, FINDINGS_TOPIC)) if opts.bootstrap else None
+        reader = threading.Thread(target=consume, args=(bootstrap, observed, stop, starts), daemon=True)
+        reader.start()
+        began = time.monotonic()
+        sent = send_events(bootstrap, sim.events, opts.rate)
+        send_s = time.monotonic() - began
+        caught_up = wait_group_caught_up(bootstrap, app_id, opts.catch_up_timeout_s)
+        processed_s = time.monotonic() - began
+        time.sleep(0.5)
+        stop.set()
+        reader.join(10)
+        report = score(sim.truth, sim.events, observed, sent)
+        report["run"] = {"mode": "broker", "bootstrap": bootstrap, "app_id": app_id,
+                         "caught_up": caught_up, "send_s": round(send_s, 2),
+                         "processed_s": round(processed_s, 2),
+                         "events_per_s": round(len(sim.events) / processed_s, 1),
+                         "worker_log": str(workdir / f"worker-{app_id}.log")}
+        return report
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.stop()
+
+
+def run_offline_pass(sim: Simulation, opts: EvalOptions) -> dict[str, Any]:
+    """The same events in-process through streams.local.LocalRunner (no broker, no worker)."""
+    try:
+        from streams.local import LocalRunner  # type: ignore[import-not-found, unused-ignore]
+    except ImportError as exc:
+        raise SessionwatchError(f"--offline needs streams.local.LocalRunner ({exc})") from None
+    from streams.enrich import Enricher
+
+    policy = None
+    if opts.policy is not None:
+        from streams import policy as policy_module
+
+        loader = getattr(policy_module, "load_policy", None)
+        if loader is None:
+            raise SessionwatchError("--policy: streams.policy has no load_policy() yet")
+        policy = loader(opts.policy)
+    runner = LocalRunner(policy=policy, enricher=Enricher())
+    observed = Observed()
+    sent: dict[str, float] = {}
+    began = time.monotonic()
+    for event in sim.events:
+        sent[event.id] = time.time()
+        findings, revocations = runner.process(event)
+        now = time.time()
+        observed.findings.extend((now, f) for f in findings)
+        observed.revocations.extend((now, r) for r in revocations)
+    elapsed = time.monotonic() - began
+    report = score(sim.truth, sim.events, observed, sent)
+    report["run"] = {"mode": "offline", "processed_s": round(elapsed, 2),
+                     "events_per_s": round(len(sim.events) / max(elapsed, 1e-9), 1)}
+    return report
+
+
+def evaluate(opts: EvalOptions) -> dict[str, Any]:
+    """Simulate, run one pass (two with `twice`), and return the report of the first."""
+    if opts.twice and opts.bootstrap and not opts.offline:
+        raise SessionwatchError("--twice runs each pass on a fresh embedded broker; drop --bootstrap")
+    sim = simulate(users=opts.users, seed=opts.seed, attacks_per_class=opts.attacks_per_class)
+    workdir = Path(tempfile.mkdtemp(prefix="sessionwatch-evaluate-"))
+    passes = 2 if opts.twice else 1
+    reports = []
+    for n in range(passes):
+        if opts.offline:
+            reports.append(run_offline_pass(sim, opts))
+        else:
+            app_id = f"sessionwatch-eval-{uuid.uuid4().hex[:8]}"
+            reports.append(run_broker_pass(sim, opts, workdir, app_id))
+        del n
+    report = reports[0]
+    report["simulation"] = {"users": opts.users, "seed": opts.seed, "events": len(sim.events),
+                            "benign_sessions": len(sim.truth.benign), "attacks": len(sim.truth.attacks)}
+    if opts.twice:
+        first, second = set(reports[0]["revocation_ids"]), set(reports[1]["revocation_ids"])
+        report["determinism"] = {"identical": first == second, "first": len(first),
+                                 "second": len(second), "only_first": len(first - second),
+                                 "only_second": len(second - first)}
+    if opts.json_path is not None:
+        opts.json_path.write_text(json.dumps(report, indent=1, default=str))
+    return report

@@ -52,9 +52,19 @@ def covers(source: str, ip: str) -> bool:
 
 
 def hits_attack(rev: Revocation, attack: AttackTruth) -> bool:
-    """A decision (made no earlier than the attack began) that hits one of the attack's subjects."""
-    if rev.event_time.timestamp() < attack.start or rev.tenant != attack.tenant and rev.scope != Scope.SOURCE:
+    """A decision (made no earlier than the attack began) that hits one of the attack's subjects.
+
+    A source block decided earlier that is still in force when the attack starts counts too: the
+    attacker's source was already shut out (a second flood from a provider block blocked minutes
+    before for another flood).
+    """
+    if rev.tenant != attack.tenant and rev.scope != Scope.SOURCE:
         return False
+    if rev.event_time.timestamp() < attack.start:
+        in_force = (rev.scope == Scope.SOURCE and rev.expires is not None
+                    and rev.expires.timestamp() > attack.start)
+        if not in_force:
+            return False
     if rev.scope == Scope.SESSION:
         return rev.session in attack.sessions
     if rev.scope == Scope.USER:

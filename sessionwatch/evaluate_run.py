@@ -189,19 +189,15 @@ def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: s
 def run_offline_pass(sim: Simulation, opts: EvalOptions) -> dict[str, Any]:
     """The same events in-process through streams.local.LocalRunner (no broker, no worker)."""
     try:
-        from streams.local import LocalRunner  # type: ignore[import-not-found, unused-ignore]
+        from streams.local import LocalRunner
     except ImportError as exc:
         raise SessionwatchError(f"--offline needs streams.local.LocalRunner ({exc})") from None
     from streams.enrich import Enricher
 
-    policy = None
-    if opts.policy is not None:
-        from streams import policy as policy_module
+    from streams.policy import Policy
+    from streams.policy_file import load_policy
 
-        loader = getattr(policy_module, "load_policy", None)
-        if loader is None:
-            raise SessionwatchError("--policy: streams.policy has no load_policy() yet")
-        policy = loader(opts.policy)
+    policy = load_policy(opts.policy) if opts.policy is not None else Policy()
     runner = LocalRunner(policy=policy, enricher=Enricher())
     observed = Observed()
     sent: dict[str, float] = {}

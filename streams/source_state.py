@@ -11,8 +11,8 @@ network windows, which it cannot evict, keep counting it.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from producers.contract import EventType

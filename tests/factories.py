@@ -13,7 +13,7 @@ CHROME = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, 
 CHROME_NEXT = CHROME.replace("Chrome/130", "Chrome/131")
 CURL = "curl/8.5.0"
 COMCAST = "73.162.10.20"       # home ISP, US
-COMCAST_OTHER = "73.163.99.7"  # same ISP block, another /24 (ISP rotation)
+COMCAST_OTHER = "73.162.11.5"  # same ISP and city, another /24 (ISP rotation)
 TMOBILE = "172.56.20.30"       # US mobile carrier
 DIGITALOCEAN = "167.99.10.10"  # hosting: where a replayed cookie comes from
 

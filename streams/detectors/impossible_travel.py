@@ -17,13 +17,17 @@ Severity is high, downgraded to low (a finding, never a revocation on its own) w
 - either point came from GeoIP on a VPN or Tor network (Panther downgrades VPN and Apple Private
   Relay to info): their exits are not where the user is. The app's own `attrs.geo` (a device
   location) is not moved by a VPN;
-- the event comes from a network this session already used: GeoIP disagreeing with itself
-  (IPv4 vs IPv6 of one ISP, regional address pools), or a return to a known network (which
-  `session.ip_change` also rates low);
-- the move stays within one country between residential or mobile networks: carrier geolocation
-  is wrong by whole countries and Wi-Fi/cellular handoffs are routine (REFERENCE.md, "what users
-  complain about"); Elastic's rule likewise needs two countries. Hosting networks stay high -
-  replayed cookies come from datacenters.
+- the event returns to a network this session used before (which `session.ip_change` also
+  rates low), or switches between IPv4 and IPv6 of the same ISP (its two pools geolocate to
+  different cities). A jump within one ISP and address family stays high: a residential proxy on
+  the victim's own ISP is how careful attackers hide; tenants whose GeoIP data is poor set
+  `same_network_is_noise`;
+- the move stays within one country and involves a mobile carrier: carrier geolocation is wrong
+  by whole countries and Wi-Fi/cellular handoffs are routine (REFERENCE.md, "what users complain
+  about").
+  Two different fixed-line ISPs hundreds of km apart within minutes stay high (a cookie replayed
+  through a residential proxy in the victim's country), and so do hosting networks - replayed
+  cookies come from datacenters.
 The last two are GeoIP-noise arguments and do not apply when the app sent the device's position.
 """
 
@@ -66,6 +70,8 @@ class ImpossibleTravelParams:
     max_speed_kmh: float = 900.0
     min_distance_km: float = 50.0
     min_elapsed_s: float = 60.0
+    # Treat far jumps within one network (same ISP, same address family) as GeoIP noise.
+    same_network_is_noise: bool = False
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -116,9 +122,20 @@ class ImpossibleTravel(SessionDetector):
         relayed = relayed_here or _previous_relayed(prev)
         # GeoIP noise arguments: they do not hold when the app reports the device's own position.
         by_geoip = here.source == "geoip"
-        known_network = by_geoip and net.asn is not None and net.asn in prev.networks
+        # One ISP's IPv4 and IPv6 pools geolocate to different cities: a switch between them on
+        # the same network is noise. The same ISP and address family hundreds of km apart is not
+        # (a residential proxy on the victim's own ISP), unless the tenant says its GeoIP data is
+        # that poor (`same_network_is_noise`).
+        same_network = by_geoip and net.asn is not None and net.asn == prev.asn
+        family_switch = prev.ip is not None and (":" in prev.ip) != (":" in ctx.event.ip)
+        known_network = by_geoip and net.asn is not None and (
+            (net.asn in prev.networks and not same_network)
+            or (same_network and (family_switch or params.same_network_is_noise)))
+        # Within one country, GeoIP is noise for carriers and for one ISP's address pools; two
+        # different fixed-line ISPs hundreds of km apart within minutes are not.
         domestic = (by_geoip and net.country is not None and net.country == prev.country
-                    and net.kind != "hosting")
+                    and net.kind != "hosting"
+                    and "mobile" in (net.kind, network_kind(prev.asn)))
         evidence = {
             # Rounded to ~10 km: enough to explain the finding, not a device's exact position.
             "from_point": [round(prev.lat, 1), round(prev.lon, 1)],

@@ -3,7 +3,8 @@
 The cross-session half of impossible travel: a password (not a cookie) used from the other side
 of the world. Same thresholds as `session.impossible_travel` (Panther: > 900 km/h; < 50 km is
 GeoIP noise; accuracy radii widen the tolerance; VPN, relay and Tor exits downgraded to low), and
-only between logins of *different* sessions. Travellers who fly and log in on landing move at
+only between logins of *different* sessions; within one country a mobile carrier's location is
+not evidence (low), as in the session detector. Travellers who fly and log in on landing move at
 well under 900 km/h door to door. Default action `step_up`: the new session must pass a second
 factor; the user's existing sessions are left alone.
 """
@@ -66,12 +67,15 @@ class LoginTravel(UserDetector):
         if t.effective_km < params.min_km or t.kmh <= params.max_kmh:
             return None
         anonymised = last.kind in ("vpn", "tor") or ctx.network.kind in ("vpn", "tor")
+        # Carrier geolocation is wrong by whole regions: within a country it is not evidence.
+        carrier = (ctx.network.country == last.country
+                   and "mobile" in (last.kind, ctx.network.kind))
         return Signal(
-            Severity.LOW if anonymised else Severity.HIGH,
+            Severity.LOW if anonymised or carrier else Severity.HIGH,
             f"Login from {ctx.network.city or ctx.network.country} {t.km:.0f} km from the "
             f"previous login in {last.city or last.country}, {t.hours * 60:.0f} min later "
             f"({t.kmh:.0f} km/h)",
-            {"from_country": last.country, "to_country": ctx.network.country,
+            {"from_country": last.country, "to_country": ctx.network.country, "carrier": carrier,
              "km": round(t.km), "tolerance_km": round(t.tolerance_km),
              "minutes": round(t.hours * 60, 1), "kmh": round(t.kmh),
              "anonymising_network": anonymised},

@@ -2,8 +2,8 @@
 
 OWASP's Session Management Cheat Sheet: reject never-issued ids, alert, and detect guessing from
 one IP. Counting *distinct* rejected token hashes (a stale cookie retried ten times is one) in a
-5-minute window: 20 per address (Panther's brute-force threshold), 50 per /24 or /64, 200 per
-network; and only where rejected tokens are at least 80 % of the distinct tokens seen there, so a
+5-minute window: 20 per address (Panther's brute-force threshold), 50 per /24 or /64, 60 per
+network (a botnet rented across one provider's blocks); and only where rejected tokens are at least 80 % of the distinct tokens seen there, so a
 busy office NAT whose users come back with stale cookies after a deploy is not blocked (the
 "shared NAT blocks a whole office" complaint). Network-wide floods block the network's announced
 block only for hosting, VPN and Tor networks; on a residential or mobile network they are a
@@ -26,7 +26,7 @@ OFFICE = "81.2.69.142"
 class TokenGuessParams:
     per_address: int = 20
     per_prefix: int = 50
-    per_network: int = 200
+    per_network: int = 60
     window_s: float = 300.0
     min_share: float = 0.8
     # Network kinds whose announced block may be blocked as a whole.

@@ -110,7 +110,7 @@ def run_worker(settings: Any) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The session table must have as many partitions as the events topic, whatever was asked.
     partitions = ensure_topics(settings.bootstrap_servers, settings.partitions,
-                               settings.replication)
+                               settings.replication, app_id=settings.app_id)
     settings = settings.replace(partitions=partitions)
     policy = None
     if settings.policy:

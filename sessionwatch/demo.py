@@ -118,14 +118,18 @@ def consume_outputs(bootstrap: str, received: Received, stop: threading.Event) -
 
 
 def wait_caught_up(bootstrap: str, app_id: str, timeout_s: float = 60.0) -> bool:
-    """True once the worker's committed offsets on the events topic reach the end offsets."""
+    """True once the worker's committed offsets reach the end offsets on the events topic and
+    on its own repartition topics (the user and source agents decide after the session agent)."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    from streams.routing import by_source_topic, by_user_topic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     probe = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        parts = [TopicPartition(EVENTS_TOPIC, p)
-                 for p in sorted(probe.partitions_for_topic(EVENTS_TOPIC) or {0})]
+        parts = [TopicPartition(topic, p)
+                 for topic in (EVENTS_TOPIC, by_user_topic(app_id), by_source_topic(app_id))
+                 for p in sorted(probe.partitions_for_topic(topic) or {0})]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             ends = probe.end_offsets(parts)

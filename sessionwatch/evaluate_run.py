@@ -193,7 +193,6 @@ def run_offline_pass(sim: Simulation, opts: EvalOptions) -> dict[str, Any]:
     except ImportError as exc:
         raise SessionwatchError(f"--offline needs streams.local.LocalRunner ({exc})") from None
     from streams.enrich import Enricher
-
     from streams.policy import Policy
     from streams.policy_file import load_policy
 

@@ -3,14 +3,13 @@
 Agents only decode, look up state, call pure code and publish; all judgement is in the pipelines
 (streams/pipeline.py, user_pipeline.py, source_pipeline.py). The session agent reads
 `sessionwatch.events` and forwards to the user and source agents through the repartition topics
-`sessionwatch.by-user` and `sessionwatch.by-source` (streams/routing.py). One malformed or
+`<app_id>-by-user` and `<app_id>-by-source` (streams/routing.py). One malformed or
 unprocessable message goes to the dead-letter topic with its reason and position; no agent ever
 stops for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable
@@ -41,9 +40,9 @@ from streams.faust_tuning import TunedApp
 from streams.pipeline import SessionPipeline
 from streams.policy import Policy
 from streams.routing import (
-    BY_SOURCE_TOPIC,
-    BY_USER_TOPIC,
     REVOCATION_PREFIX,
+    by_source_topic,
+    by_user_topic,
     for_user,
     output_key,
     revocation_for_user,
@@ -84,6 +83,9 @@ class WorkerStats:
     findings: int = 0
     revocations: int = 0
     expired: int = 0
+    # Seconds the session agent spent waiting for the broker to confirm its sends (where the
+    # time goes: the rest is decoding, detectors, faust's own machinery and idle time).
+    confirm_wait_s: float = 0.0
     # The latest event time seen (epoch s): "now" for expiry, so replays expire alike.
     watermark: float = 0.0
 
@@ -129,8 +131,10 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
 
     raw = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(EVENTS_TOPIC, partitions=settings.partitions, **raw)
-    by_user = app.topic(BY_USER_TOPIC, partitions=settings.partitions, internal=True, **raw)
-    by_source = app.topic(BY_SOURCE_TOPIC, partitions=settings.partitions, internal=True, **raw)
+    by_user = app.topic(by_user_topic(settings.app_id), partitions=settings.partitions,
+                        internal=True, **raw)
+    by_source = app.topic(by_source_topic(settings.app_id), partitions=settings.partitions,
+                          internal=True, **raw)
     findings = app.topic(FINDINGS_TOPIC, **raw)
     revocations = app.topic(REVOCATIONS_TOPIC, **raw)
     deadletter = app.topic(DEADLETTER_TOPIC, **raw)
@@ -186,6 +190,18 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
                 ", ".join(r.detector for r in revocation.reasons), event.id,
             )
         return deliveries
+
+    pending = app.pending_deliveries
+
+    async def confirm_later(deliveries: list[Awaitable[Any]]) -> None:
+        """The sends an event caused must be confirmed before its offset is committed: the
+        consumer waits for them before each commit (streams/faust_tuning.py), so the agent moves
+        on at once; it waits here only when too many are outstanding (backpressure)."""
+        pending.add(deliveries)  # type: ignore[arg-type]
+        if pending.full:
+            began = time.perf_counter()
+            await pending.drain()
+            stats.confirm_wait_s += time.perf_counter() - began
 
     @app.agent(events, name="sessionwatch.session_agent")
     async def session_agent(stream: faust.StreamT[bytes]) -> None:
@@ -246,7 +262,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             network = enricher.network(event.ip)
             deliveries.append(await by_source.send(key=source_key(event, network.asn),
                                                    value=item.value))
-            await asyncio.gather(*deliveries)
+            await confirm_later(deliveries)
 
     @app.agent(by_user, name="sessionwatch.user_agent")
     async def user_agent(stream: faust.StreamT[bytes]) -> None:
@@ -276,8 +292,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             ]
             if event is not None:
                 deliveries += await publish(key, outcome.findings, outcome.revocations, event)
-            if deliveries:
-                await asyncio.gather(*deliveries)
+            await confirm_later(deliveries)
 
     @app.agent(by_source, name="sessionwatch.source_agent")
     async def source_agent(stream: faust.StreamT[bytes]) -> None:
@@ -295,7 +310,7 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             if outcome.findings or outcome.revocations:
                 deliveries = await publish(message.key, outcome.findings, outcome.revocations,
                                            event)
-                await asyncio.gather(*deliveries)
+                await confirm_later(deliveries)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:

@@ -209,7 +209,8 @@ class Policy:
         detectors = sorted({d.finding.detector for d in cause})
         findings = sorted((d.finding for d in cause), key=lambda f: (-f.severity.rank, f.detector))
         return Revocation(
-            id=revocation_id(event.tenant, scope, subject, wire_action, detectors, event.id),
+            id=revocation_id(event.tenant, scope, subject, wire_action, detectors,
+                             _cause_key(scope, event, expires)),
             tenant=event.tenant,
             scope=scope,
             session=subject if scope is Scope.SESSION else None,
@@ -247,15 +248,29 @@ def _in_any(ip: str, cidrs: Sequence[IPNetwork]) -> bool:
     return any(addr.version == c.version and addr in c for c in cidrs)
 
 
+def _cause_key(scope: Scope, event: Event, expires: datetime | None) -> str:
+    """What makes a decision the same decision on a replay.
+
+    Usually the event that triggered it. A source block is triggered by whichever event of a
+    flood crosses the threshold first, and the source agent sees floods merged from several
+    partitions, whose interleaving a replay need not reproduce: a block is identified by its
+    source and the block period it falls in instead (at most one block per source and period).
+    """
+    if scope is Scope.SOURCE and expires is not None:
+        period = max(expires.timestamp() - event.time.timestamp(), 1.0)
+        return f"period:{int(event.time.timestamp() // period)}"
+    return event.id
+
+
 def revocation_id(
     tenant: str,
     scope: Scope,
     subject: str,
     action: Action,
     detectors: Sequence[str],
-    event_id: str,
+    cause_key: str,
 ) -> str:
-    cause = "|".join((tenant, scope.value, subject, action.value, ",".join(detectors), event_id))
+    cause = "|".join((tenant, scope.value, subject, action.value, ",".join(detectors), cause_key))
     return str(uuid.uuid5(ID_NAMESPACE, "revocation/1|" + cause))
 
 

@@ -1,5 +1,14 @@
 """Which events the session agent forwards to the user and source agents, and under which keys.
 
+Ordering: the user and source agents see one user's (one network's) events merged from every
+session partition. Live traffic arrives in near event-time order, but a worker replaying a
+backlog runs partitions at different paces, so user-stage decisions (concurrent sessions, login
+travel) and source-stage ones (which level of a flood crosses its threshold first) may differ
+from a live run; session-stage decisions do not. Source blocks are identified by source and block
+period rather than by the event that tipped them (streams/policy.py), which removes most of the
+difference. The in-process runner (streams/local.py) processes strictly in input order and is
+fully deterministic.
+
 Shared by the faust app (streams/app.py) and the in-process runner (streams/local.py), so both
 route exactly alike. The source agent sees every event (valid traffic is the baseline that keeps
 a busy NAT from looking like a flood); the user agent sees logins, ends, credential changes,
@@ -14,8 +23,17 @@ from producers.contract import Event, EventType, Revocation, encode
 from streams.state import SessionState
 from streams.user_pipeline import HEARTBEAT_S, user_key
 
-BY_USER_TOPIC = "sessionwatch.by-user"
-BY_SOURCE_TOPIC = "sessionwatch.by-source"
+
+def by_user_topic(app_id: str) -> str:
+    """The user agent's repartition topic. Per app id, like faust's changelogs: two deployments
+    (or a replaying second group) on one cluster must not feed each other's agents."""
+    return f"{app_id}-by-user"
+
+
+def by_source_topic(app_id: str) -> str:
+    return f"{app_id}-by-source"
+
+
 # Revocations forwarded to the user agent start like this (the contract encoder writes `schema`
 # first), which tells them from events without decoding twice.
 REVOCATION_PREFIX = b'{"schema":"sessionwatch.revocation/'

@@ -1,6 +1,6 @@
 """The pure per-source pipeline: floods of rejected tokens, new sessions and failed logins.
 
-Fed by the source agent from `sessionwatch.by-source` (keyed tenant + network, so an address, its
+Fed by the source agent from `<app_id>-by-source` (keyed tenant + network, so an address, its
 prefix and its network are all counted on one partition). Every event comes through, valid ones
 too: the share of valid traffic keeps a busy office NAT from being blocked for its stale cookies,
 and a valid session used from a blocked source is revoked (`source.session_from_blocked`).

@@ -7,17 +7,18 @@ import time
 
 from producers.contract import ALL_TOPICS, EVENTS_TOPIC
 from producers.errors import SessionwatchError
-from streams.routing import BY_SOURCE_TOPIC, BY_USER_TOPIC
+from streams.routing import by_source_topic, by_user_topic
 
 log = logging.getLogger("sessionwatch.topics")
 
 
 def ensure_topics(
-    bootstrap: list[str], partitions: int, replication: int = 1, timeout_s: float = 30.0
+    bootstrap: list[str], partitions: int, replication: int = 1, timeout_s: float = 30.0,
+    app_id: str = "sessionwatch",
 ) -> int:
     """Create missing sessionwatch topics; returns the partition count of `sessionwatch.events`.
 
-    Also creates the internal repartition topics (`sessionwatch.by-user`, `.by-source`).
+    Also creates the app's repartition topics (`<app_id>-by-user`, `<app_id>-by-source`).
 
     `sessionwatch.events` gets `partitions` partitions (the worker parallelism); the output topics
     get the same so that per-session order is kept end to end.
@@ -57,7 +58,7 @@ def ensure_topics(
                      partitions)
         # The repartition topics feed the user and source agents; their tables are partitioned
         # like the events topic, so these must be too.
-        for topic in (BY_USER_TOPIC, BY_SOURCE_TOPIC):
+        for topic in (by_user_topic(app_id), by_source_topic(app_id)):
             if topic not in existing:
                 try:
                     admin.create_topics([NewTopic(topic, actual, replication)])

@@ -1,6 +1,6 @@
 """The pure per-user pipeline: an event (or a session revocation) + the user's state -> outcome.
 
-Fed by the user agent from `sessionwatch.by-user` (keyed tenant + user). It sees logins, ends,
+Fed by the user agent from `<app_id>-by-user` (keyed tenant + user). It sees logins, ends,
 credential changes, failed logins, a heartbeat of each session's activity (the session agent
 forwards at most one activity per session per `HEARTBEAT_S`), and the session revocations the
 session agent decided (so a revoked session stops counting as live).

@@ -1,7 +1,7 @@
 """Per-user state: the user's live sessions, last login and recent failed logins.
 
 Lives in the faust table "users" (keyed tenant + user, changelogged like the session table) and is
-fed by the user agent from the `sessionwatch.by-user` repartition topic. Bounded: capped lists,
+fed by the user agent from the `<app_id>-by-user` repartition topic. Bounded: capped lists,
 pruned on event time, so a user attacked from a million addresses still costs a few KB.
 """
 

@@ -171,7 +171,11 @@ def test_replay_gives_the_same_revocation_ids(broker, worker, tmp_path):
     caught_up(broker.bootstrap)
     first = read_until(broker.bootstrap, ["sessionwatch.revocations"], lambda r: False,
                        timeout_s=3)
-    ids_before = sorted({v["id"] for _, v in first})
+    from collections import Counter
+
+    # Other workers on this broker (the evaluate test's) may have decided some of them already.
+    before = Counter(v["id"] for _, v in first)
+    ids_before = sorted(before)
     assert ids_before, "earlier tests should have produced revocations"
     replayer = WorkerProcess(broker.bootstrap, tmp_path / "replay.log", app_id="replayer",
                              partitions=2)
@@ -182,10 +186,17 @@ def test_replay_gives_the_same_revocation_ids(broker, worker, tmp_path):
         replayer.stop()
     after = read_until(broker.bootstrap, ["sessionwatch.revocations"], lambda r: False,
                        timeout_s=3)
-    ids = [v["id"] for _, v in after]
-    # every decision was made twice (once per group), with identical ids
-    assert sorted(set(ids)) == ids_before
-    assert all(ids.count(i) == 2 for i in ids_before)
+    ids = Counter(v["id"] for _, v in after)
+    what = {v["id"]: (v["scope"], v["action"], tuple(sorted(r["detector"] for r in v["reasons"])))
+            for _, v in after}
+    # Every decision of the session stage was made once more (by the replaying group) with an
+    # identical id. Decisions of the user and source stages depend on how events of several
+    # session partitions interleave on the way to those agents, which a replay of a backlog does
+    # not reproduce (streams/routing.py); the in-process runner does, and is tested for it.
+    differing = {what[i] for i in set(ids) | set(before) if ids[i] - before[i] != 1
+                 and all(d.startswith("session.") for d in what[i][2])}
+    assert not differing, differing
+    assert any(all(d.startswith("session.") for d in w[2]) for w in what.values())
 
 
 def test_the_agent_never_crashed(worker):

@@ -104,7 +104,8 @@ def test_alert_only_detector_and_step_up_action(enricher):
     step_up = Policy(default=TenantPolicy(detectors={
         "session.ua_change": DetectorRule(action="step_up"),
         "session.ip_change": DetectorRule(action="step_up")}))
-    *_, last = run(SessionPipeline(enricher, step_up, detectors=two()), [ev(1), ev(2, ip=HOSTING, ua="curl/8.5.0")])
+    *_, last = run(SessionPipeline(enricher, step_up, detectors=two()),
+                   [ev(1), ev(2, ip=HOSTING, ua="curl/8.5.0")])
     assert last.revocation is not None and last.revocation.action is Action.STEP_UP
 
 

@@ -4,10 +4,11 @@ OWASP's Session Management Cheat Sheet: reject never-issued ids, alert, and dete
 one IP. Counting *distinct* rejected token hashes (a stale cookie retried ten times is one) in a
 5-minute window: 20 per address (Panther's brute-force threshold), 50 per /24 or /64, 60 per
 network (a botnet rented across one provider's blocks); and only where rejected tokens are at
-least 80 % of the distinct tokens seen there, so a busy office NAT whose users come back with stale cookies after a deploy is not blocked (the
-"shared NAT blocks a whole office" complaint). Network-wide floods block the network's announced
-block only for hosting, VPN and Tor networks; on a residential or mobile network they are a
-medium finding (alert), since blocking a carrier's block locks out its customers.
+least 80 % of the distinct tokens seen there, so a busy office NAT whose users come back with
+stale cookies after a deploy is not blocked (the "shared NAT blocks a whole office" complaint).
+Network-wide floods block the network's announced block only for hosting, VPN and Tor networks;
+on a residential or mobile network they are a medium finding (alert), since blocking a carrier's
+block locks out its customers.
 """
 
 from __future__ import annotations

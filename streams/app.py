@@ -43,6 +43,7 @@ from streams.routing import (
     REVOCATION_PREFIX,
     by_source_topic,
     by_user_topic,
+    for_source,
     for_user,
     output_key,
     revocation_for_user,
@@ -259,9 +260,10 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
             stats.watermark = max(stats.watermark, event.time.timestamp())
             if forward is not None:
                 deliveries.append(await by_user.send(key=forward[0], value=forward[1]))
-            network = enricher.network(event.ip)
-            deliveries.append(await by_source.send(key=source_key(event, network.asn),
-                                                   value=item.value))
+            if for_source(event, state):
+                network = enricher.network(event.ip)
+                deliveries.append(await by_source.send(key=source_key(event, network.asn),
+                                                       value=item.value))
             await confirm_later(deliveries)
 
     @app.agent(by_user, name="sessionwatch.user_agent")

@@ -14,7 +14,7 @@ from producers.contract import Event, Finding, Revocation, Scope, decode_event
 from streams.enrich import Enricher
 from streams.pipeline import SessionPipeline
 from streams.policy import Policy
-from streams.routing import for_user, revocation_for_user
+from streams.routing import for_source, for_user, revocation_for_user
 from streams.source_pipeline import SourcePipeline
 from streams.state import SessionState
 from streams.user_pipeline import UserPipeline
@@ -79,9 +79,10 @@ class LocalRunner:
                 out = self.users.session_revoked(revocation, self.user_states.get(note[0]))
                 if out.state is not None and not out.duplicate:
                     self.user_states[note[0]] = out.state
-        source = self.sources.process(event, decided_at)
-        findings += source.findings
-        revocations += source.revocations
+        if for_source(event, state):
+            source = self.sources.process(event, decided_at)
+            findings += source.findings
+            revocations += source.revocations
         self.stats.events += 1
         self.stats.findings += len(findings)
         self.stats.revocations += len(revocations)

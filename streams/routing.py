@@ -38,6 +38,12 @@ def by_source_topic(app_id: str) -> str:
 # first), which tells them from events without decoding twice.
 REVOCATION_PREFIX = b'{"schema":"sessionwatch.revocation/'
 
+# How often (event time) a live session's activity from the same prefix reaches the source agent:
+# often enough that it counts among the source's live sessions (windows of >= 5 min) and that a
+# session used from a source blocked meanwhile is revoked within a minute.
+SOURCE_HEARTBEAT_S = 60.0
+# Activity the source agent needs only as a heartbeat; every other type it counts one by one.
+_SOURCE_HEARTBEAT_TYPES = frozenset({EventType.ACTIVITY, EventType.REFRESHED})
 _USER_TYPES = frozenset({EventType.AUTHENTICATED, EventType.LOGOUT, EventType.EXPIRED,
                          EventType.CREDENTIAL_CHANGED, EventType.AUTH_FAILED})
 _HEARTBEAT_TYPES = frozenset({EventType.ACTIVITY, EventType.REFRESHED})
@@ -60,6 +66,24 @@ def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[byte
     if event.user is None:
         raw = encode(msgspec.structs.replace(event, user=user))
     return user_key(event.tenant, user), raw
+
+
+def for_source(event: Event, state: SessionState | None) -> bool:
+    """Whether the source agent needs this event. May mark a heartbeat in `state`.
+
+    Rejected tokens, new sessions, failed logins, logins and ends are what it counts; a live
+    session's requests matter only as "this session is live here", so they go once per prefix
+    and `SOURCE_HEARTBEAT_S` (a long session's requests were most of the source agent's input).
+    """
+    if event.type not in _SOURCE_HEARTBEAT_TYPES or state is None:
+        return True
+    now = event.time.timestamp()
+    if (state.source_synced_at is not None and state.source_synced_prefix == state.prefix
+            and now - state.source_synced_at < SOURCE_HEARTBEAT_S):
+        return False
+    state.source_synced_at = now
+    state.source_synced_prefix = state.prefix
+    return True
 
 
 def revocation_for_user(revocation: Revocation) -> tuple[bytes, bytes] | None:

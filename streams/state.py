@@ -54,6 +54,9 @@ class SessionState(msgspec.Struct, kw_only=True):
     recent_ids: list[str] = msgspec.field(default_factory=list)
     # Event time of the last activity forwarded to the user agent (a heartbeat, see routing.py).
     user_synced_at: float | None = None
+    # ... and to the source agent, with the prefix it came from.
+    source_synced_at: float | None = None
+    source_synced_prefix: str | None = None
     # Event time at which the state was last written to the table (see streams/session_store.py).
     persisted_at: float = 0.0
     # The events-topic partition this session lives on (where its changelog records go).

@@ -10,6 +10,7 @@ stops for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Iterable
@@ -328,6 +329,41 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
                 await changelog.send(key=record.key, value=None, partition=record.partition)
             for record in user_store.expire(stats.watermark - users.user_ttl_s):
                 await user_changelog.send(key=record.key, value=None, partition=record.partition)
+
+    @app.task
+    async def install_task_dump() -> None:
+        """`kill -USR1 <worker pid>` logs every asyncio task's stack: what an on-call engineer
+        needs when a worker stops consuming without an error."""
+        import io
+        import signal
+
+        def dump() -> None:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                out.write(f"--- {task.get_name()}\n")
+                coro: Any = task.get_coro()
+                while coro is not None:  # the await chain, outermost first
+                    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                    if frame is not None:
+                        out.write(f"    {frame.f_code.co_filename}:{frame.f_lineno} "
+                                  f"{frame.f_code.co_name}\n")
+                    coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            try:  # what the consumer believes it may fetch (faust and aiokafka views)
+                consumer: Any = app.consumer
+                out.write(f"faust active={sorted(map(tuple, consumer._active_partitions or ()))} "
+                          f"paused={sorted(map(tuple, consumer._paused_partitions))}\n")
+                kafka = consumer._thread._consumer
+                assignment = kafka._subscription.subscription.assignment
+                for tp in sorted(kafka.assignment()):
+                    st = assignment.state_value(tp)
+                    out.write(f"  {tp.topic}[{tp.partition}] paused={st.paused} "
+                              f"position={getattr(st, '_position', None)} "
+                              f"highwater={st.highwater} valid={st.has_valid_position}\n")
+            except Exception as exc:  # diagnostics must never hurt
+                out.write(f"(consumer state unavailable: {exc!r})\n")
+            log.warning("asyncio tasks:\n%s", out.getvalue())
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
     last_log = [time.monotonic(), 0]
 

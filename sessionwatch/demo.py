@@ -292,10 +292,10 @@ def _print_report(console: object, table_cls: type, plan: Plan, sent: dict[str, 
     t.add_row("revocations by detector",
               ", ".join(f"{k} {v}" for k, v in sorted(r["detectors"].items())))  # type: ignore[union-attr]
     for kind, (caught, total) in r["per_class"].items():  # type: ignore[union-attr]
-        note = "" if kind in DETECTABLE_ATTACKS else " (needs impossible travel: not in this release)"
+        note = "" if kind in DETECTABLE_ATTACKS else " (not expected to be caught)"
         t.add_row(f"recall {kind}", f"{caught}/{total}{note}")
     t.add_row("precision", f"{r['precision']:.3f}  ({r['tp']} true, {r['fp']} false)")
-    t.add_row("recall (tool-UA and other-browser replay)", f"{r['recall_detectable']:.3f}")
+    t.add_row("recall (all replay kinds)", f"{r['recall_detectable']:.3f}")
     benign_revoked = r["benign_revoked"]
     assert isinstance(benign_revoked, list)
     kinds = sorted({s.benign_kind for s in benign_revoked})

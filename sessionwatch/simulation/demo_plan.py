@@ -69,8 +69,8 @@ TOOL_UAS = ["curl/8.5.0", "python-requests/2.32.3", "Go-http-client/2.0", "okhtt
 
 BENIGN_KINDS = ("steady", "dhcp", "isp_rotation", "mobile_churn", "browser_update", "ipv6_privacy")
 ATTACK_KINDS = ("replay_tool_ua", "replay_other_browser", "replay_same_ua")
-# What the current detectors are expected to catch (the same-UA replay needs impossible travel).
-DETECTABLE_ATTACKS = frozenset({"replay_tool_ua", "replay_other_browser"})
+# What the detectors are expected to catch: every kind since impossible travel (issue 3).
+DETECTABLE_ATTACKS = frozenset(ATTACK_KINDS)
 
 
 @dataclass(frozen=True)

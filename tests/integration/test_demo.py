@@ -22,6 +22,6 @@ def test_demo_runs_and_scores_itself():
     precision = re.search(r"precision\s*│\s*([0-9.]+)", out)
     assert precision and float(precision.group(1)) == 1.0, out
     assert re.search(r"benign sessions revoked\s*│\s*0\b", out), out
-    recall = re.search(r"recall \(tool-UA and other-browser replay\)\s*│\s*([0-9.]+)", out)
+    recall = re.search(r"recall \(all replay kinds\)\s*│\s*([0-9.]+)", out)
     assert recall and float(recall.group(1)) == 1.0, out
     assert re.search(r"latency p50 / p99\s*│\s*[0-9.]+ ms / [0-9.]+ ms", out), out

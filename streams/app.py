@@ -356,9 +356,15 @@ def create_app(settings: Settings, policy: Policy | None = None) -> Worker:
                 assignment = kafka._subscription.subscription.assignment
                 for tp in sorted(kafka.assignment()):
                     st = assignment.state_value(tp)
+                    ftp = next((t for t in consumer._read_offset if t.topic == tp.topic
+                                and t.partition == tp.partition), None)
                     out.write(f"  {tp.topic}[{tp.partition}] paused={st.paused} "
                               f"position={getattr(st, '_position', None)} "
-                              f"highwater={st.highwater} valid={st.has_valid_position}\n")
+                              f"highwater={st.highwater} valid={st.has_valid_position} "
+                              f"faust read={consumer._read_offset.get(ftp)} "
+                              f"committed={consumer._committed_offset.get(ftp)} "
+                              f"acked={list(consumer._acked.get(ftp, []))[-3:]} "
+                              f"gap={sorted(consumer._gap.get(ftp, ()))[:3]}\n")
             except Exception as exc:  # diagnostics must never hurt
                 out.write(f"(consumer state unavailable: {exc!r})\n")
             log.warning("asyncio tasks:\n%s", out.getvalue())

@@ -21,6 +21,16 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 
+# Redis for the applier tests: Debian's redis-server (the fixture starts its own on a free port).
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "redis-server is missing: sudo apt-get install redis-server" >&2
+        exit 1
+    fi
+fi
+
 # Fail early, with a clear message, if the embedded broker binary is missing.
 "$VENV/bin/python" -c "from sessionwatch.broker import find_tansu; print('broker:', find_tansu())"
 

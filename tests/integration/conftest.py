@@ -104,3 +104,40 @@ def make_event(*args, **kw):
 
     kw.setdefault("user", "u-" + (kw.get("session") or "none")[:12])
     return factory(*args, **kw)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server on a free loopback port, nothing persisted (scripts/test.sh installs
+    Debian's redis-server when it is missing)."""
+    import shutil
+    import subprocess
+    import time as _time
+
+    import redis
+
+    from sessionwatch.broker import free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run the tests through scripts/test.sh")
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("redis") / "redis.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = _time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if _time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            _time.sleep(0.05)
+    yield client
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+    log.close()

@@ -1,0 +1,79 @@
+"""The applier's Redis writes against a real redis-server: exact public keys, TTLs, idempotence."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from producers.contract import Action, Reason, Revocation, Scope, Severity
+from producers.revocation_keys import session_key, source_key, user_key
+from storage.redis_applier import RedisApplier
+
+pytestmark = pytest.mark.integration
+NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def rev(scope: Scope, action: Action = Action.REVOKE, *, id: str = "r1", session: str | None = None,
+        user: str | None = None, source: str | None = None, not_before: datetime | None = None,
+        expires: datetime | None = None, tenant: str = "shop") -> Revocation:
+    return Revocation(
+        id=id, tenant=tenant, scope=scope, session=session, user=user, source=source,
+        action=action, not_before=not_before, expires=expires,
+        reasons=[Reason(detector="session.ua_change", severity=Severity.HIGH, summary="x")],
+        event_time=NOW, decided_at=NOW, events=["e1"],
+    )
+
+
+@pytest.fixture
+def applier(redis_server) -> RedisApplier:
+    redis_server.flushdb()
+    return RedisApplier(redis_server, session_ttl_s=3600)
+
+
+def test_the_public_key_names_are_exact():
+    assert session_key("shop", "ab12") == "sessionwatch:revoked:session:shop:ab12"
+    assert user_key("shop", "alice") == "sessionwatch:revoked:user:shop:alice"
+    assert source_key("shop", "203.0.113.0/24") == "sessionwatch:blocked:source:shop:203.0.113.0/24"
+
+
+def test_session_revocation_is_written_once_with_a_ttl(applier, redis_server):
+    r = rev(Scope.SESSION, session="ab12", user="alice")
+    assert applier.apply(r) is True
+    assert applier.apply(r) is False  # a redelivery changes nothing
+    key = session_key("shop", "ab12")
+    assert json.loads(redis_server.get(key))["id"] == "r1"
+    assert 3500 < redis_server.ttl(key) <= 3600
+
+
+def test_a_step_up_never_downgrades_a_revoke(applier, redis_server):
+    applier.apply(rev(Scope.SESSION, session="ab12"))
+    assert applier.apply(rev(Scope.SESSION, Action.STEP_UP, id="r2", session="ab12")) is False
+    assert json.loads(redis_server.get(session_key("shop", "ab12")))["action"] == "revoke"
+    applier.apply(rev(Scope.SESSION, Action.STEP_UP, id="r3", session="cd34"))
+    assert applier.apply(rev(Scope.SESSION, id="r4", session="cd34")) is True  # revoke upgrades
+
+
+def test_the_latest_user_not_before_wins(applier, redis_server):
+    later = rev(Scope.USER, id="late", user="alice", not_before=NOW + timedelta(seconds=30.5))
+    earlier = rev(Scope.USER, id="early", user="alice", not_before=NOW + timedelta(seconds=30))
+    assert applier.apply(later) is True
+    assert applier.apply(earlier) is False  # string order would get .5 vs no fraction wrong
+    assert json.loads(redis_server.get(user_key("shop", "alice")))["id"] == "late"
+
+
+def test_a_source_block_expires_with_the_block(applier, redis_server):
+    block = rev(Scope.SOURCE, Action.BLOCK, source="203.0.113.0/24",
+                expires=NOW + timedelta(seconds=900))
+    assert applier.apply(block) is True
+    assert 890 < redis_server.ttl(source_key("shop", "203.0.113.0/24")) <= 900
+    over = rev(Scope.SOURCE, Action.BLOCK, id="old", source="198.51.100.7", expires=NOW)
+    assert applier.apply(over) is False
+    assert redis_server.get(source_key("shop", "198.51.100.7")) is None
+
+
+def test_tenants_do_not_share_keys(applier, redis_server):
+    applier.apply(rev(Scope.SESSION, session="ab12", tenant="bank"))
+    assert redis_server.get(session_key("shop", "ab12")) is None
+    assert redis_server.get(session_key("bank", "ab12")) is not None

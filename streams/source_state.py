@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from producers.contract import EventType
+from producers.contract import EventType, Severity
 
 WINDOW_CAP = 2048           # distinct items per window (counts saturate here)
 MEMORY_S = 3600.0           # nothing older than this is kept (the longest window a policy may use)
@@ -170,6 +170,13 @@ class Flood:
     count: int
     share: float             # of the level's traffic that is the flood kind (1.0 when not asked)
     network_wide: bool       # crossed at the network level only
+
+    def severity(self, network_kind: str | None, blockable: tuple[str, ...]) -> Severity:
+        """High (a block), except a network-wide flood from a network that may not be blocked
+        as a whole (a carrier's block locks out its customers): medium, an alert."""
+        if self.network_wide and network_kind not in blockable:
+            return Severity.MEDIUM
+        return Severity.HIGH
 
 
 def first_flood(

@@ -18,6 +18,7 @@ from producers.contract import Action, Event, EventType, Finding, Revocation, Sc
 from streams.detectors import USER_DETECTORS, UserContext, UserDetector
 from streams.enrich import Enricher, locate, network_prefix
 from streams.policy import Detection, Policy
+from streams.state import remember
 from streams.user_state import (
     MAX_FAILURES,
     MAX_SESSIONS,
@@ -74,7 +75,7 @@ class UserPipeline:
         location = locate(event.attrs, network)
         state = _copy(previous) if previous is not None else UserState(
             tenant=event.tenant, user=event.user)
-        _remember_id(state, event.id)
+        remember(state.recent_ids, event.id, RECENT_IDS)  # a new id: redeliveries left above
         state.last_seen = max(state.last_seen, now)
         _record(state, event, now)
 
@@ -150,12 +151,6 @@ def _record(state: UserState, event: Event, now: float) -> None:
 
 def _drop_session(state: UserState, session: str | None) -> None:
     state.sessions = [s for s in state.sessions if s.session != session]
-
-
-def _remember_id(state: UserState, event_id: str) -> None:
-    state.recent_ids.append(event_id)
-    if len(state.recent_ids) > RECENT_IDS:
-        del state.recent_ids[0]
 
 
 def _copy(state: UserState) -> UserState:

@@ -16,6 +16,15 @@ from typing import Any
 
 from producers.hashing import mint_session_token
 from sessionwatch.simulation import networks as nets
+from sessionwatch.simulation.clients import (
+    chrome_android,
+    chrome_mac,
+    chrome_win,
+    edge_win,
+    firefox_win,
+    safari_iphone,
+    safari_mac,
+)
 
 # Homes, carriers and attackers come from the checked tables in networks.py: a household keeps one
 # address in its metro for the day, so only the behaviour under test moves it.
@@ -24,39 +33,6 @@ ATTACKER_NETWORKS = [
     "45.79.0.0/18", "45.32.0.0/16", "185.220.101.0/24", "105.112.8.0/22", "61.150.0.0/16",
     "113.160.0.0/11",
 ]
-
-
-def chrome_win(v: int) -> str:
-    return (f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-            f"Chrome/{v}.0.0.0 Safari/537.36")
-
-
-def chrome_mac(v: int) -> str:
-    return (f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like "
-            f"Gecko) Chrome/{v}.0.0.0 Safari/537.36")
-
-
-def chrome_android(v: int) -> str:
-    return (f"Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
-            f"Chrome/{v}.0.0.0 Mobile Safari/537.36")
-
-
-def firefox_win(v: int) -> str:
-    return f"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0"
-
-
-def edge_win(v: int) -> str:
-    return chrome_win(v) + f" Edg/{v}.0.0.0"
-
-
-def safari_mac(v: int) -> str:
-    return (f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
-            f"Gecko) Version/{v}.1 Safari/605.1.15")
-
-
-def safari_iphone(v: int) -> str:
-    return (f"Mozilla/5.0 (iPhone; CPU iPhone OS {v}_1 like Mac OS X) AppleWebKit/605.1.15 "
-            f"(KHTML, like Gecko) Version/{v}.1 Mobile/15E148 Safari/604.1")
 
 
 # (builder, current version, is a phone)

@@ -47,11 +47,8 @@ class CreationFlood(SourceDetector):
                             against="valid", min_share=params.min_share)
         if flood is None:
             return None
-        severity = Severity.HIGH
-        if flood.network_wide and ctx.windows.network_kind not in params.blockable_networks:
-            severity = Severity.MEDIUM
         return Signal(
-            severity,
+            flood.severity(ctx.windows.network_kind, params.blockable_networks),
             f"{flood.count} sessions created from {flood.level.kind} {flood.level.source} in "
             f"{params.window_s:.0f} s",
             {"level": flood.level.kind, "source": flood.level.source, "sessions": flood.count,

@@ -45,11 +45,8 @@ class CredentialStuffing(SourceDetector):
                             against="logins", min_share=params.min_share)
         if flood is None:
             return None
-        severity = Severity.HIGH
-        if flood.network_wide and ctx.windows.network_kind not in params.blockable_networks:
-            severity = Severity.MEDIUM
         return Signal(
-            severity,
+            flood.severity(ctx.windows.network_kind, params.blockable_networks),
             f"Logins failed for {flood.count} users from {flood.level.kind} "
             f"{flood.level.source} in {params.window_s / 60:.0f} min",
             {"level": flood.level.kind, "source": flood.level.source, "users": flood.count,

@@ -34,14 +34,13 @@ The last two are GeoIP-noise arguments and do not apply when the app sent the de
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import asin, cos, radians, sin, sqrt
 
 from producers.contract import Severity
 from streams.detectors.base import Context, Example, SessionDetector, Signal, Step
 from streams.enrich import COARSE_ACCURACY_KM, network_kind
+from streams.geo import distance_km
 from streams.state import SessionState
 
-EARTH_RADIUS_KM = 6371.0088
 # Network kinds whose GeoIP location is an exit node, not the user.
 _RELAYED = frozenset({"vpn", "tor"})
 
@@ -74,12 +73,6 @@ class ImpossibleTravelParams:
     same_network_is_noise: bool = False
 
 
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = radians(lat1), radians(lat2)
-    h = sin((p2 - p1) / 2) ** 2 + cos(p1) * cos(p2) * sin(radians(lon2 - lon1) / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(h)))
-
-
 def _previous_relayed(prev: SessionState) -> bool:
     """Whether the stored point may be a VPN/Tor exit's location.
 
@@ -108,7 +101,7 @@ class ImpossibleTravel(SessionDetector):
         here_km = here.accuracy_km
         if here.source == "geoip" and net.city is None:
             here_km = max(here_km, COARSE_ACCURACY_KM)  # likely the country's default point
-        raw_km = haversine_km(prev.lat, prev.lon, here.lat, here.lon)
+        raw_km = distance_km(prev.lat, prev.lon, here.lat, here.lon)
         tolerance_km = (prev.accuracy_km or 0.0) + here_km
         km = max(0.0, raw_km - tolerance_km)
         if km < params.min_distance_km:

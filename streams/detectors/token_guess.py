@@ -50,11 +50,8 @@ class TokenGuess(SourceDetector):
                             against="valid", min_share=params.min_share)
         if flood is None:
             return None
-        severity = Severity.HIGH
-        if flood.network_wide and ctx.windows.network_kind not in params.blockable_networks:
-            severity = Severity.MEDIUM
         return Signal(
-            severity,
+            flood.severity(ctx.windows.network_kind, params.blockable_networks),
             f"{flood.count} unknown session tokens from {flood.level.kind} {flood.level.source} "
             f"in {params.window_s / 60:.0f} min",
             {"level": flood.level.kind, "source": flood.level.source, "rejected": flood.count,

@@ -11,11 +11,12 @@ import pytest
 from producers.contract import Severity
 from streams.detectors import Example, SessionDetector, Step
 from streams.detectors.fixation import Fixation
-from streams.detectors.impossible_travel import ImpossibleTravel, haversine_km
+from streams.detectors.impossible_travel import ImpossibleTravel
 from streams.detectors.ip_change import IpChange
 from streams.detectors.replay_after_end import ReplayAfterEnd
 from streams.detectors.timeouts import Timeouts
 from streams.detectors.ua_change import UaChange
+from streams.geo import distance_km as haversine_km
 from streams.pipeline import SessionPipeline
 from streams.policy import DetectorRule, Policy, TenantPolicy
 

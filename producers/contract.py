@@ -163,6 +163,20 @@ class Revocation(msgspec.Struct, frozen=True, kw_only=True):
     events: list[str]
 
 
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """What lands on `sessionwatch.deadletter`: the input as received and why it was refused."""
+
+    schema: str = DEADLETTER_SCHEMA
+    reason: str          # machine-readable: not_json, invalid, unknown_schema, unsupported_major, …
+    detail: str          # what was wrong and where
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str           # the message value, UTF-8 (undecodable bytes replaced)
+    received_at: datetime
+
+
 _event_decoder = msgspec.json.Decoder(Event)
 _encoder = msgspec.json.Encoder()
 

@@ -40,6 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--web-port", dest="web_port", type=int, help="faust web port, 0 = off")
     worker.add_argument("--policy", help="policy file, YAML or TOML (SESSIONWATCH_POLICY)")
 
+    apply = sub.add_parser(
+        "apply", help="deliver revocations to Redis (the apps' session stores), a webhook, CAEP")
+    _settings_flags(apply)
+    apply.add_argument("--redis", help="redis://host:6379/0 (SESSIONWATCH_REDIS)")
+    apply.add_argument("--group", dest="apply_group", help="consumer group prefix")
+    apply.add_argument("--policy", help="policy file: each tenant's session lifetime sets the "
+                                        "TTL of revoked-session keys (SESSIONWATCH_POLICY)")
+    apply.add_argument("--webhook-url", dest="webhook_url", help="POST every revocation here")
+    apply.add_argument("--caep-receivers", dest="caep_receivers",
+                       help="comma-separated CAEP push endpoints (RFC 8935)")
+    apply.add_argument("--caep-key", dest="caep_key", help="PEM private key signing the SETs")
+    apply.add_argument("--caep-issuer", dest="caep_issuer", help="`iss` of the SETs")
+    apply.add_argument("--caep-port", dest="caep_port", type=int,
+                       help="serve /jwks.json and /.well-known/ssf-configuration here")
+
+    caep_key = sub.add_parser("caep-key", help="make a signing key for CAEP SETs and print its JWKS")
+    caep_key.add_argument("--out", type=Path, required=True, help="where to write the PEM key")
+    caep_key.add_argument("--alg", choices=("ES256", "RS256"), default="ES256")
+
     demo = sub.add_parser("demo", help="broker + worker + simulated users with injected hijacks")
     demo.add_argument("--users", type=int, default=300, help="simulated users (default 300)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the simulation")
@@ -77,7 +96,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
 
     flags = {k: getattr(args, k, None) for k in
              ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "web_port",
-              "policy")}
+              "policy", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
+              "caep_issuer", "caep_port")}
     flags.update(extra)
     return Settings.load(os.environ, **flags)
 
@@ -122,6 +142,29 @@ def run_worker(settings: Any) -> None:
     FaustWorker(worker.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
 
 
+def cmd_apply(args: argparse.Namespace) -> int:
+    from sessionwatch.apply import run_apply
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_apply(settings)
+
+
+def cmd_caep_key(args: argparse.Namespace) -> int:
+    import json
+
+    from storage.caep import SetSigner, generate_key
+
+    if args.out.exists():
+        raise SessionwatchError(f"--out: {str(args.out)!r} exists; refusing to overwrite a key")
+    generate_key(args.out, args.alg)
+    print(json.dumps(SetSigner(args.out).jwks(), indent=2))
+    print(f"sessionwatch caep-key: {args.alg} key written to {args.out} (mode 600); the JWKS "
+          "above is what receivers verify with", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from sessionwatch.demo import run_demo
 
@@ -163,7 +206,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "demo": cmd_demo,
+COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "apply": cmd_apply,
+            "caep-key": cmd_caep_key, "demo": cmd_demo,
             "simulate": cmd_simulate, "evaluate": cmd_evaluate}
 
 

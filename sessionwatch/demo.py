@@ -7,13 +7,8 @@ recall and event->revocation latency. Ctrl-C at any point stops every process it
 
 from __future__ import annotations
 
-import os
-import re
 import secrets
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,9 +26,9 @@ from producers.contract import (
     decode_finding,
     decode_revocation,
 )
-from producers.errors import SessionwatchError
 from producers.hashing import TokenHasher
 from sessionwatch.broker import EmbeddedBroker
+from sessionwatch.processes import WorkerProcess
 from sessionwatch.simulation import ATTACK_KINDS, DETECTABLE_ATTACKS, Plan, plan_traffic
 
 DEMO_APP_ID = "sessionwatch-demo"
@@ -45,50 +40,6 @@ DEFAULT_RATE = 500.0
 class Received:
     revocations: list[tuple[float, Revocation]] = field(default_factory=list)
     findings: Counter[str] = field(default_factory=Counter)
-
-
-class WorkerProcess:
-    """`sessionwatch worker` as a child process in its own process group."""
-
-    def __init__(self, bootstrap: str, log_path: Path, app_id: str = DEMO_APP_ID,
-                 partitions: int = 2, policy: Path | None = None) -> None:
-        self.log_path = log_path
-        env = dict(os.environ, SESSIONWATCH_BOOTSTRAP=bootstrap, SESSIONWATCH_APP_ID=app_id,
-                   SESSIONWATCH_PARTITIONS=str(partitions), SESSIONWATCH_LOG_LEVEL="info")
-        command = [sys.executable, "-m", "sessionwatch", "worker"]
-        if policy is not None:  # the worker reads --policy FILE (also SESSIONWATCH_POLICY)
-            command += ["--policy", str(policy)]
-        self._log = open(log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            command, env=env,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SessionwatchError(f"the worker exited early:\n{self.tail()}")
-            if re.search(rb"Worker\]: Ready", self.log_path.read_bytes()):
-                return
-            time.sleep(0.1)
-        raise SessionwatchError(f"the worker was not ready within {timeout_s:.0f}s:\n{self.tail()}")
-
-    def tail(self, lines: int = 15) -> str:
-        text = self.log_path.read_bytes().decode("utf-8", "replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        self._log.close()
 
 
 def consume_outputs(bootstrap: str, received: Received, stop: threading.Event) -> None:

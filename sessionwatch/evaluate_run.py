@@ -145,7 +145,7 @@ def send_events(bootstrap: str, events: list[Event], rate: float) -> dict[str, f
 
 def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: str) -> dict[str, Any]:
     from sessionwatch.broker import EmbeddedBroker
-    from sessionwatch.demo import WorkerProcess
+    from sessionwatch.processes import WorkerProcess
 
     broker = None
     worker = None

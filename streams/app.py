@@ -19,14 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-import msgspec
 
 from producers.contract import (
-    DEADLETTER_SCHEMA,
     DEADLETTER_TOPIC,
     EVENTS_TOPIC,
     FINDINGS_TOPIC,
     REVOCATIONS_TOPIC,
+    DeadLetter,
     Event,
     Finding,
     Revocation,
@@ -56,20 +55,6 @@ from streams.user_pipeline import UserPipeline
 from streams.user_state import dump_user, load_user
 
 log = logging.getLogger("sessionwatch.worker")
-
-
-class DeadLetter(msgspec.Struct, kw_only=True):
-    """What lands on `sessionwatch.deadletter`: the input as received and why it was refused."""
-
-    schema: str = DEADLETTER_SCHEMA
-    reason: str          # machine-readable: not_json, invalid, unknown_schema, unsupported_major, …
-    detail: str          # what was wrong and where
-    topic: str
-    partition: int
-    offset: int
-    key: str | None
-    value: str           # the message value, UTF-8 (undecodable bytes replaced)
-    received_at: datetime
 
 
 @dataclass

@@ -11,13 +11,33 @@ import dataclasses
 import ipaddress
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from producers.errors import ConfigError
 
 ENV_PREFIX = "SESSIONWATCH_"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret setting: prints as *** in reprs and logs; `reveal()` where it is used."""
+
+    _value: str = field(default="", repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
 STORES = ("memory", "rocksdb")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -59,6 +79,31 @@ class Settings:
     web_port: int = 0
     log_level: str = "info"
 
+    # -- the applier (`sessionwatch apply`) --
+    # Redis holding the revocation keys and the apps' session stores (redis://, rediss://,
+    # unix://). Empty: no Redis sink.
+    redis: str = ""
+    # Consumer groups are <apply_group>-redis, -webhook, -caep (one per sink).
+    apply_group: str = "sessionwatch-apply"
+    # TTL of revoked-session keys; 0 = each tenant's absolute session lifetime from the policy
+    # (session.timeouts absolute_s, 12 h by default): a revoked session outlives no longer.
+    revocation_ttl_s: float = 0.0
+    # Webhook: every revocation POSTed as JSON, signed with HMAC-SHA256 (Sessionwatch-Signature).
+    webhook_url: str = ""
+    webhook_secret: Secret = Secret()
+    # OpenID Shared Signals: CAEP session-revoked SETs pushed (RFC 8935) to these receivers,
+    # comma-separated URLs, signed with the PEM key `caep_key` (EC P-256 -> ES256, RSA -> RS256).
+    caep_receivers: str = ""
+    caep_key: str = ""
+    # `iss` of the SETs; also where receivers find the JWKS (<issuer>/jwks.json).
+    caep_issuer: str = ""
+    # `aud` of the SETs; empty = each receiver's origin (scheme://host[:port]).
+    caep_audience: str = ""
+    # Sent as `Authorization: Bearer ...` to every receiver, if set.
+    caep_token: Secret = Secret()
+    # Serve /jwks.json and /.well-known/ssf-configuration on this port (0 = off).
+    caep_port: int = 0
+
     def __post_init__(self) -> None:
         for host in self.bootstrap.split(","):
             _check_host_port("bootstrap", host.strip())
@@ -81,10 +126,43 @@ class Settings:
             raise ConfigError(
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
+        self._check_applier()
         for name in ("city_db", "asn_db"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{name}: no such file {path!r}; give a path or leave it empty")
+
+    def _check_applier(self) -> None:
+        if self.redis and not self.redis.startswith(REDIS_SCHEMES):
+            raise ConfigError(f"redis: {self.redis!r} is not a Redis URL; use "
+                              "redis://host:6379/0 (rediss:// for TLS, unix:///path.sock)")
+        if self.revocation_ttl_s < 0:
+            raise ConfigError("revocation_ttl_s: must be 0 (the tenant's session lifetime) or "
+                              "a positive number of seconds")
+        if self.webhook_url:
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ConfigError(f"webhook_url: {self.webhook_url!r} is not an http(s) URL")
+            if len(self.webhook_secret.reveal()) < 16:
+                raise ConfigError("webhook_secret: required with webhook_url, at least 16 "
+                                  "characters (e.g. `openssl rand -hex 32`)")
+        for url in self.caep_receiver_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"caep_receivers: {url!r} is not an http(s) URL")
+        if self.caep_receivers or self.caep_port:
+            if not self.caep_key:
+                raise ConfigError("caep_key: required with caep_receivers/caep_port; make one "
+                                  "with `sessionwatch caep-key --out caep.pem`")
+            if not Path(self.caep_key).is_file():
+                raise ConfigError(f"caep_key: no such file {self.caep_key!r}")
+            if not self.caep_issuer.startswith(("http://", "https://")):
+                raise ConfigError("caep_issuer: required with caep_receivers/caep_port, the "
+                                  "https URL receivers know this transmitter by")
+        if not 0 <= self.caep_port <= 65535:
+            raise ConfigError("caep_port: must be 0 (off) or a TCP port")
+
+    @property
+    def caep_receiver_urls(self) -> list[str]:
+        return [u.strip() for u in self.caep_receivers.split(",") if u.strip()]
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -137,6 +215,8 @@ def _convert(where: str, field: dataclasses.Field[Any], raw: Any) -> Any:
             return value
         if kind == "Path":
             return Path(raw)
+        if kind == "Secret":
+            return raw if isinstance(raw, Secret) else Secret(str(raw))
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {raw!r} is not a valid {kind}") from None

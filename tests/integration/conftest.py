@@ -6,6 +6,7 @@ Both are started once per test session on free loopback ports; nothing here is m
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +16,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from sessionwatch.broker import EmbeddedBroker
-from sessionwatch.demo import WorkerProcess, wait_caught_up
+from sessionwatch.demo import wait_caught_up
+from sessionwatch.processes import WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -106,38 +108,66 @@ def make_event(*args, **kw):
     return factory(*args, **kw)
 
 
+class RedisServer:
+    """A real redis-server on a loopback port, nothing persisted; can be stopped and restarted
+    on the same port (outage tests). scripts/test.sh installs Debian's redis-server."""
+
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        import shutil
+
+        from sessionwatch.broker import free_port
+
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.fail("redis-server is not installed: run the tests through scripts/test.sh")
+        self.port = port or free_port()
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        log = open(self.log_dir / f"redis-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    pytest.fail(f"redis-server did not start on port {self.port}")
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def client(self):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real redis-server on a free loopback port, nothing persisted (scripts/test.sh installs
-    Debian's redis-server when it is missing)."""
-    import shutil
-    import subprocess
-    import time as _time
+def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
 
-    import redis
 
-    from sessionwatch.broker import free_port
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed: run the tests through scripts/test.sh")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("redis") / "redis.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = _time.monotonic() + 15
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if _time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            _time.sleep(0.05)
+@pytest.fixture(scope="session")
+def redis_server(redis_service: RedisServer):
+    """A redis-py client of the session's redis-server."""
+    client = redis_service.client()
     yield client
     client.close()
-    proc.terminate()
-    proc.wait(10)
-    log.close()

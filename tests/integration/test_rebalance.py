@@ -21,7 +21,7 @@ import pytest
 from conftest import caught_up, make_event, read_until, send
 from factories import CURL, DIGITALOCEAN
 
-from sessionwatch.demo import WorkerProcess
+from sessionwatch.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 APP_ID = "sessionwatch-rebalance"

@@ -8,7 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from producers.contract import Action, Reason, Revocation, Scope, Severity
-from producers.revocation_keys import session_key, source_key, user_key
+from producers.revocation_keys import (
+    block_lengths_key,
+    session_index_key,
+    session_key,
+    source_key,
+    user_index_key,
+    user_key,
+)
 from storage.redis_applier import RedisApplier
 
 pytestmark = pytest.mark.integration
@@ -77,3 +84,54 @@ def test_tenants_do_not_share_keys(applier, redis_server):
     applier.apply(rev(Scope.SESSION, session="ab12", tenant="bank"))
     assert redis_server.get(session_key("shop", "ab12")) is None
     assert redis_server.get(session_key("bank", "ab12")) is not None
+
+
+def index_session(client, tenant: str, session: str, store_key: str, user: str,
+                  authenticated_at: float) -> None:
+    """What the middleware writes at login (producers/session_index.py does it for real)."""
+    client.set(session_index_key(tenant, session), store_key)
+    client.zadd(user_index_key(tenant, user), {session: authenticated_at})
+
+
+def test_a_revoked_session_is_deleted_from_the_apps_store(applier, redis_server):
+    redis_server.set("session:raw-sid-1", b"flask-session-data")
+    index_session(redis_server, "shop", "ab12", "session:raw-sid-1", "alice", NOW.timestamp())
+    applier.apply(rev(Scope.SESSION, session="ab12", user="alice"))
+    assert redis_server.get("session:raw-sid-1") is None
+    assert redis_server.get(session_index_key("shop", "ab12")) is None
+    # A step-up leaves the record alone: the user re-authenticates in it.
+    redis_server.set("session:raw-sid-2", b"data")
+    index_session(redis_server, "shop", "cd34", "session:raw-sid-2", "bob", NOW.timestamp())
+    applier.apply(rev(Scope.SESSION, Action.STEP_UP, id="r2", session="cd34"))
+    assert redis_server.get("session:raw-sid-2") == b"data"
+
+
+def test_a_user_revocation_deletes_only_sessions_from_before_not_before(applier, redis_server):
+    cut = NOW + timedelta(seconds=60)
+    for sid, at in (("old1", 0), ("old2", 59.5), ("new", 61)):
+        redis_server.set(f"session:{sid}", b"data")
+        index_session(redis_server, "shop", f"h-{sid}", f"session:{sid}", "alice",
+                      NOW.timestamp() + at)
+    applier.apply(rev(Scope.USER, user="alice", not_before=cut))
+    assert redis_server.get("session:old1") is None
+    assert redis_server.get("session:old2") is None
+    assert redis_server.get("session:new") == b"data"
+    assert redis_server.zrange(user_index_key("shop", "alice"), 0, -1) == [b"h-new"]
+
+
+def test_a_cidr_block_registers_its_prefix_length(applier, redis_server):
+    applier.apply(rev(Scope.SOURCE, Action.BLOCK, source="167.99.0.0/16",
+                      expires=NOW + timedelta(seconds=900)))
+    applier.apply(rev(Scope.SOURCE, Action.BLOCK, id="r2", source="2a01:4f8::/32",
+                      expires=NOW + timedelta(seconds=300)))
+    assert redis_server.smembers(block_lengths_key("shop")) == {b"4/16", b"6/32"}
+    assert 890 < redis_server.ttl(block_lengths_key("shop")) <= 900  # the longest block's
+
+
+def test_ttl_follows_the_tenants_session_lifetime(redis_server):
+    redis_server.flushdb()
+    applier = RedisApplier(redis_server, session_ttl_s=43_200, tenant_ttl_s={"bank": 900})
+    applier.apply(rev(Scope.SESSION, session="ab12", tenant="bank"))
+    applier.apply(rev(Scope.SESSION, session="ab12", tenant="shop"))
+    assert 890 < redis_server.ttl(session_key("bank", "ab12")) <= 900
+    assert 43_100 < redis_server.ttl(session_key("shop", "ab12")) <= 43_200

@@ -166,7 +166,7 @@ def test_sdk_hashes_tokens_and_no_raw_token_reaches_any_topic(broker, worker):
 
 def test_replay_gives_the_same_revocation_ids(broker, worker, tmp_path):
     """A second worker (a new consumer group) replaying the topic decides exactly the same."""
-    from sessionwatch.demo import WorkerProcess
+    from sessionwatch.processes import WorkerProcess
 
     caught_up(broker.bootstrap)
     first = read_until(broker.bootstrap, ["sessionwatch.revocations"], lambda r: False,

@@ -361,7 +361,7 @@ def test_revocation_schema_refuses(change: dict[str, Any], path: str):
 
 
 def test_deadletter_record_validates():
-    from streams.app import DeadLetter  # the worker's own struct
+    from producers.contract import DeadLetter  # the struct the worker and applier write
 
     record = DeadLetter(
         reason="not_json", detail="not a UTF-8 JSON object", topic=contract.EVENTS_TOPIC,

@@ -1,0 +1,86 @@
+"""`sessionwatch worker` and `sessionwatch apply` as child processes (demo, evaluation, tests)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from producers.errors import SessionwatchError
+
+
+class ChildProcess:
+    """A `sessionwatch …` command in its own process group, logging to a file."""
+
+    name = "process"
+    ready_pattern = rb""
+
+    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sessionwatch", *args], env=dict(os.environ, **env),
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SessionwatchError(f"the {self.name} exited early:\n{self.tail()}")
+            if re.search(self.ready_pattern, self.log_path.read_bytes()):
+                return
+            time.sleep(0.1)
+        raise SessionwatchError(
+            f"the {self.name} was not ready within {timeout_s:.0f}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_bytes().decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._log.close()
+
+
+class WorkerProcess(ChildProcess):
+    """`sessionwatch worker`."""
+
+    name = "worker"
+    ready_pattern = rb"Worker\]: Ready"
+
+    def __init__(self, bootstrap: str, log_path: Path, app_id: str = "sessionwatch-demo",
+                 partitions: int = 2, policy: Path | None = None) -> None:
+        env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_APP_ID": app_id,
+               "SESSIONWATCH_PARTITIONS": str(partitions), "SESSIONWATCH_LOG_LEVEL": "info"}
+        args = ["worker"]
+        if policy is not None:  # the worker reads --policy FILE (also SESSIONWATCH_POLICY)
+            args += ["--policy", str(policy)]
+        super().__init__(args, env, log_path)
+
+
+class ApplierProcess(ChildProcess):
+    """`sessionwatch apply`; `settings` are SESSIONWATCH_* variables without the prefix."""
+
+    name = "applier"
+    ready_pattern = rb"apply: ready"
+
+    def __init__(self, bootstrap: str, log_path: Path, partitions: int = 2,
+                 **settings: str) -> None:
+        env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_PARTITIONS": str(partitions),
+               "SESSIONWATCH_LOG_LEVEL": "info"}
+        env.update({f"SESSIONWATCH_{k.upper()}": v for k, v in settings.items()})
+        super().__init__(["apply"], env, log_path)

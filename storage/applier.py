@@ -1,0 +1,224 @@
+"""`sessionwatch apply`: consume `sessionwatch.revocations` and deliver each to every sink.
+
+At least once, nothing lost: each sink has its own consumer group (`<group>-<sink>`) and commits
+a partition's offsets only after every revocation up to there was delivered (or dead-lettered
+because a receiver refused it for good). A sink that is unavailable is retried with capped,
+jittered backoff for as long as it takes; its loop stops there, the other sinks' loops go on.
+A message that is not a revocation goes to `sessionwatch.deadletter` with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from producers.contract import (
+    DEADLETTER_TOPIC,
+    REVOCATIONS_TOPIC,
+    DeadLetter,
+    decode_revocation,
+    encode,
+)
+from storage.sinks import RejectedError, RetryableError, Sink
+
+log = logging.getLogger("sessionwatch.apply")
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    bootstrap: str
+    group: str = "sessionwatch-apply"
+    topic: str = REVOCATIONS_TOPIC
+    # Backoff while a sink is unavailable: first wait, doubling up to the cap, +-25 % jitter.
+    backoff_s: float = 0.1
+    backoff_max_s: float = 10.0
+    # How often each sink's counters are logged.
+    report_every_s: float = 30.0
+    # faust/aiokafka group timeouts, short as for the worker (Tansu holds JoinGroup that long).
+    session_timeout_ms: int = 6000
+    fetch_max_wait_ms: int = 20
+
+
+@dataclass
+class SinkStats:
+    delivered: int = 0        # written or sent
+    unchanged: int = 0        # nothing to do: already applied, or not for this sink
+    retries: int = 0          # attempts that failed and were retried
+    dead_lettered: int = 0    # refused for good by the receiver, or not a revocation
+    unavailable_since: float | None = None
+    # decided_at -> delivered, wall clock, the last 1,000 deliveries (seconds)
+    delays: list[float] = field(default_factory=list)
+
+    def delay_p50_ms(self) -> float | None:
+        if not self.delays:
+            return None
+        ordered = sorted(self.delays)
+        return 1000 * ordered[len(ordered) // 2]
+
+
+class Applier:
+    """Runs one consumer loop per sink until `stop()`."""
+
+    def __init__(self, options: ApplyOptions, sinks: Sequence[Sink]) -> None:
+        if not sinks:
+            raise ValueError("at least one sink is needed")
+        self.options = options
+        self.sinks = list(sinks)
+        self.stats = {sink.name: SinkStats() for sink in self.sinks}
+        self._stopping = asyncio.Event()
+        self._producer: Any = None
+        self.ready = asyncio.Event()   # set once every sink's consumer has its partitions
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.options.bootstrap,
+                                          client_id="sessionwatch-apply")
+        await self._producer.start()
+        joined = [asyncio.Event() for _ in self.sinks]
+        try:
+            tasks = [asyncio.create_task(self._run_sink(sink, done), name=f"apply-{sink.name}")
+                     for sink, done in zip(self.sinks, joined, strict=True)]
+            tasks.append(asyncio.create_task(self._report(), name="apply-report"))
+            ready = asyncio.create_task(self._wait_ready(joined))
+            stopping = asyncio.create_task(self._stopping.wait())
+            # A sink loop that dies (a bug, a broker gone for good) stops the process: a
+            # supervisor restarting it beats an applier that silently stopped applying.
+            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+            stopping.cancel()
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(tasks, results, strict=True):
+                if task in done and isinstance(result, BaseException):
+                    raise result
+        finally:
+            await self._producer.stop()
+
+    async def _wait_ready(self, joined: list[asyncio.Event]) -> None:
+        await asyncio.gather(*(e.wait() for e in joined))
+        self.ready.set()
+        log.info("apply: ready; sinks %s", ", ".join(s.name for s in self.sinks))
+
+    async def _run_sink(self, sink: Sink, joined: asyncio.Event) -> None:
+        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+        from aiokafka.errors import CommitFailedError, KafkaError
+
+        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                pass
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                joined.set()
+
+        opts = self.options
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=opts.bootstrap,
+            group_id=f"{opts.group}-{sink.name}",
+            client_id=f"sessionwatch-apply-{sink.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=opts.fetch_max_wait_ms,
+            session_timeout_ms=opts.session_timeout_ms,
+            heartbeat_interval_ms=max(1000, opts.session_timeout_ms // 3),
+            # A sink can be retried for a long time between polls (a receiver down for an
+            # hour): staying in the group meanwhile beats handing its partitions to a peer
+            # that would be stuck on the same receiver.
+            max_poll_interval_ms=24 * 3600 * 1000,
+        )
+        await sink.start()
+        consumer.subscribe([opts.topic], listener=_Listener())
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                for tp, messages in batches.items():
+                    for message in messages:
+                        await self._handle(sink, message)
+                    try:
+                        await consumer.commit({tp: messages[-1].offset + 1})
+                    except (CommitFailedError, KafkaError) as exc:
+                        # A rebalance took the partition: whoever has it now redelivers, and
+                        # every sink is idempotent.
+                        log.warning("apply %s: commit of %s@%d failed (%s); it will be redelivered",
+                                    sink.name, tp, messages[-1].offset + 1, exc)
+        finally:
+            await consumer.stop()
+            await sink.close()
+
+    async def _handle(self, sink: Sink, message: Any) -> None:
+        stats = self.stats[sink.name]
+        try:
+            revocation = decode_revocation(message.value)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            await self._dead_letter(sink, message, "not_a_revocation", str(exc))
+            return
+        delay = self.options.backoff_s
+        while True:
+            try:
+                changed = await sink.deliver(revocation, message.value)
+            except RejectedError as exc:
+                await self._dead_letter(sink, message, f"rejected_by_{sink.name}", str(exc))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - anything else: the receiver may recover
+                stats.retries += 1
+                if stats.unavailable_since is None:
+                    stats.unavailable_since = time.monotonic()
+                kind = "unavailable" if isinstance(exc, RetryableError) else "failed"
+                log.warning("apply %s: %s %s[%d]@%d (%s: %s); retrying in %.1f s", sink.name, kind,
+                            message.topic, message.partition, message.offset,
+                            type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.75, 1.25))
+                delay = min(delay * 2, self.options.backoff_max_s)
+                continue
+            break
+        if stats.unavailable_since is not None:
+            log.info("apply %s: available again after %.1f s", sink.name,
+                     time.monotonic() - stats.unavailable_since)
+            stats.unavailable_since = None
+        if changed:
+            stats.delivered += 1
+            stats.delays.append(time.time() - revocation.decided_at.timestamp())
+            del stats.delays[:-1000]
+        else:
+            stats.unchanged += 1
+
+    async def _dead_letter(self, sink: Sink, message: Any, reason: str, detail: str) -> None:
+        self.stats[sink.name].dead_lettered += 1
+        record = DeadLetter(
+            reason=reason, detail=detail[:2000], topic=message.topic,
+            partition=message.partition, offset=message.offset,
+            key=message.key.decode("utf-8", "replace") if message.key else None,
+            value=bytes(message.value or b"").decode("utf-8", "replace"),
+            received_at=datetime.now(UTC),
+        )
+        log.warning("apply %s: dead-lettered %s[%d]@%d: %s: %s", sink.name, message.topic,
+                    message.partition, message.offset, reason, detail[:200])
+        # Awaited before the offset can be committed: a refused revocation is never lost.
+        await self._producer.send_and_wait(DEADLETTER_TOPIC, encode(record), key=message.key)
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.report_every_s)
+            for name, s in self.stats.items():
+                p50 = s.delay_p50_ms()
+                log.info("apply %s: %d delivered, %d unchanged, %d retries, %d dead-lettered%s%s",
+                         name, s.delivered, s.unchanged, s.retries, s.dead_lettered,
+                         "" if p50 is None else f", decided->applied p50 {p50:.0f} ms",
+                         "" if s.unavailable_since is None else
+                         f", UNAVAILABLE for {time.monotonic() - s.unavailable_since:.0f} s")
+

@@ -9,6 +9,7 @@ import shlex
 import tomllib
 from dataclasses import fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -278,3 +279,22 @@ def test_dockerignore_keeps_what_the_install_needs():
         assert not _dockerignored(needed, patterns), f".dockerignore drops {needed}"
     for clutter in [".git", ".venv", "tests"]:
         assert _dockerignored(clutter, patterns), f".dockerignore lets in {clutter}"
+
+
+def test_applier_writes_to_the_compose_redis():
+    applier = SERVICES["applier"]
+    assert command_of(applier) == ["apply"]
+    settings = Settings.load(container_env(applier))
+    assert settings.redis, "the applier needs SESSIONWATCH_REDIS"
+    parts = urlsplit(settings.redis)
+    assert parts.hostname in names_of("redis")
+    assert (parts.port or 6379) == 6379
+    assert applier["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "healthcheck" in SERVICES["redis"]
+
+
+def test_redis_keeps_the_denylist_across_restarts():
+    redis = SERVICES["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(str(v).endswith(":/data") for v in redis.get("volumes", []))

@@ -100,6 +100,7 @@ class SessionwatchClient:
         self._factory = producer_factory or (lambda: kafka_python_producer(bootstrap))
         self._queue: queue.Queue[object] = queue.Queue(maxsize=buffer_size)
         self._last_drop_log = float("-inf")
+        self._last_error_log = float("-inf")
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="sessionwatch-sdk", daemon=True)
         self._thread.start()
@@ -284,4 +285,8 @@ class SessionwatchClient:
 
     def _on_error(self, exc: BaseException) -> None:
         self.stats.failed += 1
-        log.warning("sessionwatch: event not delivered: %s", type(exc).__name__)
+        now = _time.monotonic()
+        if now - self._last_error_log >= _DROP_LOG_EVERY_S:  # a broker outage is not a log flood
+            self._last_error_log = now
+            log.warning("sessionwatch: event not delivered (%s); %d failed so far",
+                        type(exc).__name__, self.stats.failed)

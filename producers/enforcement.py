@@ -189,16 +189,16 @@ class Enforcer(_Base):
             return ALLOW
         refresh = self._lengths_stale(time.monotonic())
         try:
-            # One round trip: the MGET, plus (once a second) the prefix lengths for next time.
+            if not refresh:
+                return _verdict(plan, self.redis.mget(plan.keys), authenticated_at, now)
+            # Still one round trip: the MGET plus the prefix lengths for the next requests.
             pipe = self.redis.pipeline(transaction=False)
             pipe.mget(plan.keys)
-            if refresh:
-                pipe.smembers(block_lengths_key(self.tenant))
+            pipe.smembers(block_lengths_key(self.tenant))
             replies = pipe.execute()
         except Exception as exc:  # noqa: BLE001 - any Redis failure takes the fail-open path
             return self._failed(exc)
-        if refresh:
-            self._set_lengths(replies[1], time.monotonic())
+        self._set_lengths(replies[1], time.monotonic())
         return _verdict(plan, replies[0], authenticated_at, now)
 
 
@@ -213,13 +213,13 @@ class AsyncEnforcer(_Base):
             return ALLOW
         refresh = self._lengths_stale(time.monotonic())
         try:
+            if not refresh:
+                return _verdict(plan, await self.redis.mget(plan.keys), authenticated_at, now)
             pipe = self.redis.pipeline(transaction=False)
             pipe.mget(plan.keys)
-            if refresh:
-                pipe.smembers(block_lengths_key(self.tenant))
+            pipe.smembers(block_lengths_key(self.tenant))
             replies = await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             return self._failed(exc)
-        if refresh:
-            self._set_lengths(replies[1], time.monotonic())
+        self._set_lengths(replies[1], time.monotonic())
         return _verdict(plan, replies[0], authenticated_at, now)

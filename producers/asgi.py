@@ -112,7 +112,9 @@ class SessionWatchMiddleware:
         client_ip: ClientIp | None = None,
     ) -> None:
         """`redis`: a redis.asyncio client of the Redis the applier writes to (and the store
-        lives in, for the index to name its records)."""
+        lives in, for the index to name its records). Configure it to fail fast (short socket
+        timeouts, `retry=Retry(NoBackoff(), 1)`): redis-py's default retries cost seconds per
+        command when Redis is down, on every request, before `fail_open` lets it through."""
         if blocked_status not in (403, 429):
             raise ConfigError("blocked_status: 403 or 429")
         self.app = app

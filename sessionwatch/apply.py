@@ -111,6 +111,6 @@ async def _serve_transmitter(settings: Any) -> Any:
     runner = web.AppRunner(transmitter_app(SetSigner(settings.caep_key), settings.caep_issuer))
     await runner.setup()
     await web.TCPSite(runner, "0.0.0.0", settings.caep_port).start()  # noqa: S104 - a service
-    log.info("apply: JWKS and SSF metadata on port %d (/jwks.json, "
-             "/.well-known/ssf-configuration)", settings.caep_port)
+    log.info("apply: SSF transmitter metadata and JWKS on port %d (receivers discover them from "
+             "the issuer %s)", settings.caep_port, settings.caep_issuer)
     return runner

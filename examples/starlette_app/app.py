@@ -27,6 +27,8 @@ from contextlib import asynccontextmanager
 from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -75,6 +77,12 @@ def create_app(redis_url: str, bootstrap: str, *, hash_key: str | None = None,
     key = hash_key or os.environ.get("SESSIONWATCH_HASH_KEY") or DEMO_HASH_KEY
     client = client or SessionwatchClient(bootstrap, TokenHasher({"k1": key}), tenant=tenant)
     store_redis = aioredis.Redis.from_url(redis_url)
+    # The revocation checks get their own client that fails fast: with redis-py's default
+    # retries a refused connection costs ~4 s per command, on every request of an outage,
+    # before fail_open lets the request through.
+    check_redis = aioredis.Redis.from_url(redis_url, socket_timeout=0.5,
+                                          socket_connect_timeout=0.5,
+                                          retry=Retry(NoBackoff(), 1))
 
     passwords = {"alice": generate_password_hash("alice-password"),
                  "bob": generate_password_hash("bob-password")}
@@ -123,6 +131,7 @@ def create_app(redis_url: str, bootstrap: str, *, hash_key: str | None = None,
         yield
         client.close(5)   # flush the events still buffered
         await store_redis.aclose()
+        await check_redis.aclose()
 
     app = Starlette(
         routes=[
@@ -138,7 +147,7 @@ def create_app(redis_url: str, bootstrap: str, *, hash_key: str | None = None,
                                                            gc_ttl=SESSION_LIFETIME_S),
                        cookie_https_only=False),
             # Inside SessionMiddleware: it reads the session handler starsessions puts in scope.
-            Middleware(SessionWatchMiddleware, client=client, redis=store_redis, tenant=tenant,
+            Middleware(SessionWatchMiddleware, client=client, redis=check_redis, tenant=tenant,
                        session_lifetime_s=SESSION_LIFETIME_S),
         ],
         lifespan=lifespan,

@@ -62,6 +62,7 @@ from producers.enforcement import (
     AsyncEnforcer,
     Outcome,
     Verdict,
+    names_html,
 )
 from producers.errors import ConfigError
 
@@ -82,7 +83,6 @@ log = logging.getLogger("sessionwatch.asgi")
 USER_KEY = "_sw_user"          # who the session belongs to (set by login())
 AUTH_AT_KEY = "_sw_auth_at"    # when it was authenticated, epoch seconds (user not_before)
 SCOPE_KEY = "sessionwatch"     # where this request's state lives in the ASGI scope
-_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 StepUpHook = Callable[[Request], Awaitable[Response]]
 ClientIp = Callable[[HTTPConnection], str | None]
@@ -383,19 +383,7 @@ def _message(text: str, status: int) -> Response:
 
 
 def _accepts_html(conn: HTTPConnection) -> bool:
-    """The client named HTML in Accept (a browser navigating); `*/*` (curl, fetch, API
-    clients) gets the JSON 401."""
-    for part in conn.headers.get("accept", "").split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        if media.lower() not in _HTML_TYPES:
-            continue
-        q = next((p.partition("=")[2] for p in params if p.lower().startswith("q=")), "1")
-        try:
-            if float(q) > 0:
-                return True
-        except ValueError:
-            continue
-    return False
+    return names_html(conn.headers.get("accept", ""))
 
 
 async def _best_effort(pipe: Any) -> None:

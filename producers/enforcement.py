@@ -129,6 +129,25 @@ def _load(raw: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+
+
+def names_html(accept: str) -> bool:
+    """The Accept header names HTML (a browser navigating): redirect it to sign in. `*/*` (curl,
+    fetch, API clients) gets the JSON 401 instead of a redirect into a login page."""
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        if media.lower() not in _HTML_TYPES:
+            continue
+        q = next((p.partition("=")[2] for p in params if p.lower().startswith("q=")), "1")
+        try:
+            if float(q) > 0:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
 def _epoch(value: Any) -> float | None:
     if not value:
         return None

@@ -19,7 +19,9 @@ tokens only, through the SDK, never blocking the request):
   `credential.changed` when the app calls `login_failed()` / `credential_changed()`.
 
 Needs a server-side session (Flask-Session): the session id is the token. Behind a reverse proxy
-wrap the app in werkzeug's ProxyFix so `request.remote_addr` is the client's address.
+wrap the app in werkzeug's ProxyFix so `request.remote_addr` is the client's address. Give it a
+fail-fast Redis client (`socket_timeout=0.5, retry=Retry(NoBackoff(), 1)`): with redis-py's
+default retries an outage costs every request seconds before the check fails open.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from producers.enforcement import (
     Enforcer,
     Outcome,
     Verdict,
+    names_html,
 )
 from producers.errors import ConfigError
 
@@ -226,7 +229,7 @@ class SessionWatch:
                              session.get(USER_KEY))
         self._best_effort(pipe.execute)
         session.clear()  # Flask-Session deletes the record and the cookie when saving
-        if self.login_url and request.accept_mimetypes.accept_html:
+        if self.login_url and names_html(request.headers.get("Accept", "")):
             return redirect(self.login_url)
         return self._message(SIGNED_OUT_MESSAGE, 401)
 
@@ -292,3 +295,4 @@ class SessionWatch:
             execute()
         except Exception as exc:  # noqa: BLE001 - the index only helps deletion; Redis checks stay
             log.warning("sessionwatch: session index not updated (%s)", exc)
+

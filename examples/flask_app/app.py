@@ -23,6 +23,8 @@ from typing import Any
 import redis
 from flask import Flask, jsonify, request
 from flask_session import Session
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -50,7 +52,11 @@ def create_app(redis_url: str, bootstrap: str, *, hash_key: str | None = None,
 
     key = hash_key or os.environ.get("SESSIONWATCH_HASH_KEY") or DEMO_HASH_KEY
     client = client or SessionwatchClient(bootstrap, TokenHasher({"k1": key}), tenant=tenant)
-    sw = SessionWatch(app, client=client, redis=redis.Redis.from_url(redis_url), tenant=tenant)
+    # The check gets its own fail-fast client: with redis-py's default retries a Redis outage
+    # would cost every request seconds before the check fails open.
+    check_redis = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5,
+                                       retry=Retry(NoBackoff(), 1))
+    sw = SessionWatch(app, client=client, redis=check_redis, tenant=tenant)
     app.extensions["sessionwatch_client"] = client
 
     passwords = {"alice": generate_password_hash("alice-password"),

@@ -25,7 +25,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 from starsessions import SessionMiddleware
 from starsessions.stores.redis import RedisStore
 
@@ -120,6 +121,11 @@ class Harness:
             self.step_ups.append(request.url.path)
             return JSONResponse({"error": "step_up"}, status_code=401)
 
+        async def ws(websocket: WebSocket) -> None:
+            await websocket.accept()
+            await websocket.send_json({"user": sessionwatch.current_user(websocket)})
+            await websocket.close()
+
         def client_ip(conn: HTTPConnection) -> str | None:
             return conn.headers.get("x-forwarded-for")
 
@@ -128,7 +134,8 @@ class Harness:
             routes=[Route("/login", login, methods=["POST"]),
                     Route("/logout", logout, methods=["POST"]),
                     Route("/password", password, methods=["POST"]),
-                    Route("/account", account), Route("/cart", cart)],
+                    Route("/account", account), Route("/cart", cart),
+                    WebSocketRoute("/ws", ws)],
             middleware=[
                 Middleware(SessionMiddleware, store=RedisStore(connection=self.redis, prefix=PREFIX),
                            cookie_https_only=False),
@@ -378,3 +385,41 @@ def test_revocation_redis_down(redis_service: Any, fail_open: bool) -> None:
     dead = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5,
                           retry=Retry(NoBackoff(), 0))
     scenario(redis_service, body, watch_redis=dead, fail_open=fail_open)
+
+
+
+async def websocket(app: Any, cookie: str) -> list[dict[str, Any]]:
+    """One WebSocket connection, raw ASGI (httpx's transport speaks HTTP only)."""
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "scheme": "ws", "path": "/ws",
+             "raw_path": b"/ws", "root_path": "", "query_string": b"", "subprotocols": [],
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+             "headers": [(b"host", b"testserver"), (b"cookie", f"session={cookie}".encode()),
+                         (b"x-forwarded-for", HOME.encode())]}
+    inbox: list[dict[str, Any]] = [{"type": "websocket.connect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0) if inbox else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def test_a_websocket_handshake_is_checked_too(redis_service: Any) -> None:
+    async def body(h: Harness) -> None:
+        async with h.browser() as b:
+            token = await login(b, "jane")
+        accepted = await websocket(h.app, token)
+        assert accepted[0]["type"] == "websocket.accept"
+        assert json.loads(accepted[1]["text"]) == {"user": "jane"}
+        await h.redis.set(session_key(TENANT, HASHER.hash(token)), "{}")
+        assert await websocket(h.app, token) == [{"type": "websocket.close", "code": 1008}]
+        assert not await h.redis.exists(PREFIX + token)  # starsessions saves nothing for a socket
+        types = [(e["type"], e["attrs"].get("reason")) for e in h.sent()]
+        assert types == [("session.authenticated", None), ("session.activity", None),
+                         ("token.rejected", "revoked")]
+
+    scenario(redis_service, body)

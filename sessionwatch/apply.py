@@ -47,7 +47,7 @@ def build_sinks(settings: Any) -> list[Sink]:
     if settings.caep_receivers:
         sinks.append(_caep_sink(settings))
     if not sinks:
-        raise ConfigError("apply: no sink configured; give --redis (SESSIONWATCH_REDIS), "
+        raise ConfigError("no sink configured; give --redis (SESSIONWATCH_REDIS), "
                           "--webhook-url or --caep-receivers")
     return sinks
 

@@ -197,3 +197,33 @@ def test_cli_broker_bad_listen_exits_2(listen: str, monkeypatch: pytest.MonkeyPa
     err = capsys.readouterr().err
     assert err.startswith("sessionwatch broker: --listen:"), err
     assert len(err.splitlines()) == 1
+
+
+def test_applier_settings_name_the_field_and_what_to_do(tmp_path):
+    from producers.errors import ConfigError
+    from streams.settings import Secret
+
+    with pytest.raises(ConfigError, match="redis: 'http://x' is not a Redis URL"):
+        Settings.load({"SESSIONWATCH_REDIS": "http://x"})
+    with pytest.raises(ConfigError, match="webhook_secret: required with webhook_url"):
+        Settings.load({"SESSIONWATCH_WEBHOOK_URL": "https://soc.example/hook"})
+    with pytest.raises(ConfigError, match="caep_key: required"):
+        Settings.load({"SESSIONWATCH_CAEP_RECEIVERS": "https://rp.example/ssf"})
+    key = tmp_path / "k.pem"
+    key.write_text("x")
+    with pytest.raises(ConfigError, match="caep_issuer"):
+        Settings.load({"SESSIONWATCH_CAEP_RECEIVERS": "https://rp.example/ssf",
+                       "SESSIONWATCH_CAEP_KEY": str(key)})
+    settings = Settings.load({"SESSIONWATCH_WEBHOOK_URL": "https://soc.example/hook",
+                              "SESSIONWATCH_WEBHOOK_SECRET": "s3cret-s3cret-s3cret"})
+    assert isinstance(settings.webhook_secret, Secret)
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings.webhook_secret)
+    assert settings.webhook_secret.reveal() == "s3cret-s3cret-s3cret"
+
+
+def test_apply_without_a_sink_says_which_flags_exist(capsys):
+    from sessionwatch.cli import main
+
+    assert main(["apply"]) == 2
+    err = capsys.readouterr().err
+    assert "no sink configured" in err and "--redis" in err

@@ -212,8 +212,17 @@ def test_webhook_and_caep_receivers_get_signed_revocations(broker, producer, tmp
         revoke = revocation(f"hook-{marker}")
         step_up = revocation(f"stepup-{marker}", action=Action.STEP_UP)
         publish(producer, [revoke, step_up])
-        wait_for(lambda: any(w[0]["id"] == step_up.id for w in receivers.webhooks), 60,
-                 "the webhook to get both revocations after two 503s")
+        # Each sink works through the topic's backlog on its own; the two may sit on
+        # different partitions, so wait for each one by id.
+        wait_for(lambda: {revoke.id, step_up.id} <= {w[0]["id"] for w in receivers.webhooks},
+                 60, "the webhook to get both revocations after two 503s")
+        # A revoke behind the step-up on its partition: once its SET arrived, the CAEP sink
+        # has passed the step-up too, so "no SET for the step-up" means something.
+        trailer = revocation(f"trailer-{marker}")
+        producer.produce(REVOCATIONS_TOPIC, encode(trailer), key=step_up.session.encode())
+        producer.flush(10)
+        wait_for(lambda: {revoke.id, trailer.id} <= {_jti(t) for t in receivers.sets}, 60,
+                 "the CAEP receiver to get the revokes' SETs")
         ours = {w[0]["id"]: w for w in receivers.webhooks}
         body, signature, raw = ours[revoke.id]
         assert verify(SECRET, signature, raw)
@@ -234,6 +243,7 @@ def test_webhook_and_caep_receivers_get_signed_revocations(broker, producer, tmp
             decoded.append(jwt.decode(token, public, algorithms=[header["alg"]],
                                       audience="https://rp.example", issuer=issuer))
         mine = [c for c in decoded if c["jti"] in (revoke.id, step_up.id)]
+        assert trailer.id in {c["jti"] for c in decoded}
         assert [c["jti"] for c in mine] == [revoke.id]
         claims = mine[0]
         assert "exp" not in claims and "sub" not in claims
@@ -243,6 +253,10 @@ def test_webhook_and_caep_receivers_get_signed_revocations(broker, producer, tmp
         assert "datacenter" in event["reason_admin"]["en"]
     finally:
         applier.stop()
+
+
+def _jti(token: str) -> str:
+    return jwt.decode(token, options={"verify_signature": False})["jti"]
 
 
 def test_a_user_scope_revocation_expires_after_the_lifetime_past_not_before(

@@ -31,6 +31,19 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+# ClickHouse for the archive tests: Debian's clickhouse-server (the fixture starts its own, with
+# a generated config, on free ports). The package lists are refreshed only if the install fails.
+if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ]; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null \
+            || { apt-get update -qq \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null; }
+    else
+        echo "clickhouse-server is missing: sudo apt-get install clickhouse-server" >&2
+        exit 1
+    fi
+fi
+
 # Fail early, with a clear message, if the embedded broker binary is missing.
 "$VENV/bin/python" -c "from sessionwatch.broker import find_tansu; print('broker:', find_tansu())"
 

@@ -55,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--caep-port", dest="caep_port", type=int,
                        help="serve /jwks.json and /.well-known/ssf-configuration here")
 
+    archive = sub.add_parser(
+        "archive", help="archive events, findings and revocations to ClickHouse or chDB")
+    _settings_flags(archive)
+    archive.add_argument("--clickhouse", help="clickhouse://host:9000/sessionwatch "
+                                              "(SESSIONWATCH_CLICKHOUSE)")
+    archive.add_argument("--chdb", dest="chdb_dir", help="embedded chDB directory instead")
+    archive.add_argument("--group", dest="archive_group", help="consumer group")
+    archive.add_argument("--retention-days", dest="archive_retention_days", type=int,
+                         help="drop day partitions older than this (0 = keep)")
+    archive.add_argument("--truncate-ip", dest="archive_truncate_ip", action="store_const",
+                         const=1, help="archive addresses as /24 (IPv4) and /48 (IPv6) only")
+
     caep_key = sub.add_parser("caep-key", help="make a signing key for CAEP SETs and print its JWKS")
     caep_key.add_argument("--out", type=Path, required=True, help="where to write the PEM key")
     caep_key.add_argument("--alg", choices=("ES256", "RS256"), default="ES256")
@@ -97,7 +109,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     flags = {k: getattr(args, k, None) for k in
              ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "web_port",
               "policy", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
-              "caep_issuer", "caep_port")}
+              "caep_issuer", "caep_port", "clickhouse", "chdb_dir", "archive_group",
+              "archive_retention_days", "archive_truncate_ip")}
     flags.update(extra)
     return Settings.load(os.environ, **flags)
 
@@ -149,6 +162,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_apply(settings)
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from sessionwatch.archive import run_archive
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_archive(settings)
 
 
 def cmd_caep_key(args: argparse.Namespace) -> int:
@@ -207,6 +229,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "apply": cmd_apply,
+            "archive": cmd_archive,
             "caep-key": cmd_caep_key, "demo": cmd_demo,
             "simulate": cmd_simulate, "evaluate": cmd_evaluate}
 

@@ -71,20 +71,27 @@ def consume_outputs(bootstrap: str, received: Received, stop: threading.Event) -
 def wait_caught_up(bootstrap: str, app_id: str, timeout_s: float = 60.0) -> bool:
     """True once the worker's committed offsets reach the end offsets on the events topic and
     on its own repartition topics (the user and source agents decide after the session agent)."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
     from streams.routing import by_source_topic, by_user_topic
+
+    return wait_group_caught_up(bootstrap, app_id,
+                                [EVENTS_TOPIC, by_user_topic(app_id), by_source_topic(app_id)],
+                                timeout_s)
+
+
+def wait_group_caught_up(bootstrap: str, group: str, topics: list[str],
+                         timeout_s: float = 60.0) -> bool:
+    """True once `group`'s committed offsets reach the end offsets of every partition."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     probe = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        parts = [TopicPartition(topic, p)
-                 for topic in (EVENTS_TOPIC, by_user_topic(app_id), by_source_topic(app_id))
+        parts = [TopicPartition(topic, p) for topic in topics
                  for p in sorted(probe.partitions_for_topic(topic) or {0})]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             ends = probe.end_offsets(parts)
-            committed = admin.list_group_offsets({app_id: parts}).get(app_id, {})
+            committed = admin.list_group_offsets({group: parts}).get(group, {})
             # A partition that never got data has no committed offset and nothing to catch up.
             if all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp])
                    for tp in parts):

@@ -84,3 +84,17 @@ class ApplierProcess(ChildProcess):
                "SESSIONWATCH_LOG_LEVEL": "info"}
         env.update({f"SESSIONWATCH_{k.upper()}": v for k, v in settings.items()})
         super().__init__(["apply"], env, log_path)
+
+
+class ArchiverProcess(ChildProcess):
+    """`sessionwatch archive`; `settings` are SESSIONWATCH_* variables without the prefix."""
+
+    name = "archiver"
+    ready_pattern = rb"archive: ready"
+
+    def __init__(self, bootstrap: str, log_path: Path, partitions: int = 2,
+                 **settings: str) -> None:
+        env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_PARTITIONS": str(partitions),
+               "SESSIONWATCH_LOG_LEVEL": "info"}
+        env.update({f"SESSIONWATCH_{k.upper()}": v for k, v in settings.items()})
+        super().__init__(["archive"], env, log_path)

@@ -104,6 +104,23 @@ class Settings:
     # Serve /jwks.json and /.well-known/ssf-configuration on this port (0 = off).
     caep_port: int = 0
 
+    # -- the archiver (`sessionwatch archive`) --
+    # A ClickHouse server (clickhouse://host:9000/sessionwatch; clickhouses:// for TLS) or an
+    # embedded chDB directory: exactly one.
+    clickhouse: str = ""
+    clickhouse_user: str = "default"
+    clickhouse_password: Secret = Secret()
+    # TLS: the CA bundle to verify the server with (empty: the system's).
+    clickhouse_ca_certs: str = ""
+    chdb_dir: str = ""
+    archive_group: str = "sessionwatch-archive"
+    # Rows per insert (or 1 s of traffic, whichever comes first).
+    archive_batch_rows: int = 50_000
+    # Day partitions older than this are dropped (0 = keep everything).
+    archive_retention_days: int = 0
+    # Privacy: archive addresses truncated to /24 (IPv4) and /48 (IPv6): 0 = off, 1 = on.
+    archive_truncate_ip: int = 0
+
     def __post_init__(self) -> None:
         for host in self.bootstrap.split(","):
             _check_host_port("bootstrap", host.strip())
@@ -127,6 +144,7 @@ class Settings:
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
         self._check_applier()
+        self._check_archiver()
         for name in ("city_db", "asn_db"):
             path = getattr(self, name)
             if path and not Path(path).is_file():
@@ -159,6 +177,21 @@ class Settings:
                                   "https URL receivers know this transmitter by")
         if not 0 <= self.caep_port <= 65535:
             raise ConfigError("caep_port: must be 0 (off) or a TCP port")
+
+    def _check_archiver(self) -> None:
+        if self.clickhouse and not self.clickhouse.startswith(("clickhouse://", "clickhouses://")):
+            raise ConfigError(f"clickhouse: {self.clickhouse!r} is not a ClickHouse URL; use "
+                              "clickhouse://host:9000/sessionwatch (clickhouses:// for TLS)")
+        if self.clickhouse and self.chdb_dir:
+            raise ConfigError("clickhouse, chdb_dir: give one archive, not both")
+        if self.clickhouse_ca_certs and not Path(self.clickhouse_ca_certs).is_file():
+            raise ConfigError(f"clickhouse_ca_certs: no such file {self.clickhouse_ca_certs!r}")
+        if self.archive_batch_rows < 1:
+            raise ConfigError("archive_batch_rows: must be a positive whole number")
+        if self.archive_retention_days < 0:
+            raise ConfigError("archive_retention_days: 0 (keep everything) or a number of days")
+        if self.archive_truncate_ip not in (0, 1):
+            raise ConfigError("archive_truncate_ip: 0 (off) or 1 (on)")
 
     @property
     def caep_receiver_urls(self) -> list[str]:

@@ -171,3 +171,153 @@ def redis_server(redis_service: RedisServer):
     client = redis_service.client()
     yield client
     client.close()
+
+
+_CLICKHOUSE_CONFIG = """<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>information</level>
+        <log>{dir}/clickhouse-server.log</log>
+        <errorlog>{dir}/clickhouse-server.err.log</errorlog>
+        <size>20M</size>
+        <count>1</count>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <tcp_port>{tcp_port}</tcp_port>
+    <http_port>{http_port}</http_port>
+    <!-- no interserver_http_port: nothing replicates, and 9009 may be taken -->
+    <path>{dir}/data/</path>
+    <tmp_path>{dir}/data/tmp/</tmp_path>
+    <user_files_path>{dir}/data/user_files/</user_files_path>
+    <format_schema_path>{dir}/data/format_schemas/</format_schema_path>
+    <users_config>{dir}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <!-- not UTC on purpose: the archive must not depend on the server's zone -->
+    <timezone>Europe/Berlin</timezone>
+    <mark_cache_size>268435456</mark_cache_size>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+"""
+
+_CLICKHOUSE_USERS = """<?xml version="1.0"?>
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>4000000000</max_memory_usage>
+            <!-- an idle connection notices a shutdown after this many seconds (default 10) -->
+            <poll_interval>1</poll_interval>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default>
+            <interval>
+                <duration>3600</duration><queries>0</queries><errors>0</errors>
+                <result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time>
+            </interval>
+        </default>
+    </quotas>
+</yandex>
+"""
+
+
+class ClickHouseServer:
+    """Debian's clickhouse-server (18.16) as an ordinary process: generated config.xml and
+    users.xml, data and logs under `base_dir`, loopback ports. `stop()` or `kill()`, then
+    `start()`, brings it back on the same ports and data (outage tests).
+    scripts/test.sh installs the package."""
+
+    def __init__(self, base_dir: Path) -> None:
+        import shutil
+
+        from sessionwatch.broker import free_port
+
+        # /usr/sbin is not on every user's PATH.
+        self.binary = (shutil.which("clickhouse-server")
+                       or shutil.which("clickhouse-server", path="/usr/sbin:/usr/bin"))
+        if self.binary is None:
+            pytest.fail("clickhouse-server is not installed: run the tests through scripts/test.sh")
+        self.base_dir = base_dir
+        self.tcp_port = free_port()
+        self.http_port = free_port()
+        while self.http_port == self.tcp_port:
+            self.http_port = free_port()
+        self.config = base_dir / "config.xml"
+        self.config.write_text(_CLICKHOUSE_CONFIG.format(
+            dir=base_dir, tcp_port=self.tcp_port, http_port=self.http_port))
+        (base_dir / "users.xml").write_text(_CLICKHOUSE_USERS)
+        self.log_path = base_dir / "clickhouse-server.log"
+        self.url = f"clickhouse://127.0.0.1:{self.tcp_port}/sessionwatch"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> ClickHouseServer:
+        from clickhouse_driver import Client, errors
+
+        out = open(self.base_dir / "stdout.log", "ab")  # noqa: SIM115
+        # cwd: the server (and chDB) read a config.xml from the working directory.
+        self.proc = subprocess.Popen([self.binary, f"--config-file={self.config}"],
+                                     stdout=out, stderr=subprocess.STDOUT, cwd=self.base_dir)
+        out.close()
+        client = Client("127.0.0.1", port=self.tcp_port, connect_timeout=1)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    client.execute("SELECT 1")
+                    return self
+                except (errors.Error, OSError, EOFError):
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        self.kill()
+                        pytest.fail(f"clickhouse-server did not answer on 127.0.0.1:{self.tcp_port}"
+                                    f" within {timeout_s:.0f} s; see {self.base_dir}/*.log:\n"
+                                    + self._log_tail())
+                    time.sleep(0.05)
+        finally:
+            client.disconnect()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Shut down cleanly (SIGTERM), or kill it if it takes longer than `timeout_s`."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """Die like a crashed server (SIGKILL): no clean shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        texts = []
+        for name in ("stdout.log", "clickhouse-server.err.log"):
+            path = self.base_dir / name
+            if path.exists():
+                texts.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(texts)
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's chDB directory. chDB opens one directory per process: close a backend
+    before opening another on a different path."""
+    return str(tmp_path_factory.mktemp("chdb") / "archive")

@@ -1,0 +1,89 @@
+"""Wiring of `sessionwatch archive`: settings -> backend (ClickHouse server or chDB) -> archiver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from producers.contract import Event
+from producers.errors import ConfigError
+from storage.archiver import TABLES, ArchiveOptions, Archiver
+
+log = logging.getLogger("sessionwatch.archive")
+
+
+def open_archive(settings: Any) -> Any:
+    from storage.clickhouse import open_backend
+
+    if not settings.clickhouse and not settings.chdb_dir:
+        raise ConfigError("no archive configured; give --clickhouse clickhouse://host:9000/"
+                          "sessionwatch (SESSIONWATCH_CLICKHOUSE) or --chdb DIR")
+    return open_backend(
+        settings.clickhouse or None, settings.chdb_dir or None,
+        user=settings.clickhouse_user, password=settings.clickhouse_password.reveal(),
+        secure=settings.clickhouse.startswith("clickhouses://"),
+        ca_certs=settings.clickhouse_ca_certs or None)
+
+
+def enricher(settings: Any) -> Any:
+    """Country, network and client of each event, from the worker's own enrichment."""
+    from streams.enrich import Enricher
+
+    enrich = Enricher(settings.city_db or None, settings.asn_db or None)
+
+    def columns(event: Event) -> Mapping[str, str]:
+        network = enrich.network(event.ip)
+        client = enrich.client(event.user_agent)
+        return {"country": network.country or "", "asn": network.asn or "",
+                "network_kind": network.kind or "",
+                "client": f"{client.family} on {client.os}" if event.user_agent else ""}
+
+    return columns
+
+
+def run_archive(settings: Any) -> int:
+    # clickhouse-driver logs a traceback per refused connection; the archiver's own line says
+    # "unavailable, retrying" once per attempt, which is what an operator needs.
+    logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
+    backend = open_archive(settings)
+    options = ArchiveOptions(bootstrap=settings.bootstrap, group=settings.archive_group,
+                             batch_rows=settings.archive_batch_rows,
+                             truncate_ip=bool(settings.archive_truncate_ip))
+    return asyncio.run(_main(settings, Archiver(options, backend, enricher(settings))))
+
+
+async def _main(settings: Any, archiver: Archiver) -> int:
+    from streams.topics import ensure_topics
+
+    await asyncio.to_thread(ensure_topics, settings.bootstrap_servers, settings.partitions,
+                            settings.replication, app_id=settings.app_id)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, archiver.stop)
+    retention = None
+    if settings.archive_retention_days:
+        retention = asyncio.create_task(_retention(archiver, settings.archive_retention_days))
+    try:
+        await archiver.run()
+    finally:
+        if retention is not None:
+            retention.cancel()
+    return 0
+
+
+async def _retention(archiver: Archiver, days: int) -> None:
+    """Drop day partitions older than `days`, at start and then hourly."""
+    await archiver.ready.wait()
+    while True:
+        cutoff = (datetime.now(UTC) - timedelta(days=days)).date()
+        for table in TABLES.values():
+            dropped = await archiver.db_call(archiver.backend.drop_partitions_before, table,
+                                              cutoff)
+            if dropped:
+                log.info("archive: dropped %d day partitions of %s before %s", dropped, table,
+                         cutoff)
+        await asyncio.sleep(3600)

@@ -1,8 +1,9 @@
 """`sessionwatch demo`: the whole spine on embedded defaults, scored against injected truth.
 
-Starts the embedded broker and a worker process, sends a simulated population through the real
-SDK (raw tokens stay here; only HMACs travel), reads back revocations, and prints precision,
-recall and event->revocation latency. Ctrl-C at any point stops every process it started.
+Starts the embedded broker, a worker and an archiver (chDB, `.sessionwatch/archive`), sends a
+simulated population through the real SDK (raw tokens stay here; only HMACs travel), reads back
+revocations, and prints precision, recall, event->revocation latency and where the archive is.
+Ctrl-C at any point stops every process it started.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from producers.contract import (
 )
 from producers.hashing import TokenHasher
 from sessionwatch.broker import EmbeddedBroker
-from sessionwatch.processes import WorkerProcess
+from sessionwatch.processes import ArchiverProcess, WorkerProcess
 from sessionwatch.simulation import ATTACK_KINDS, DETECTABLE_ATTACKS, Plan, plan_traffic
 
 DEMO_APP_ID = "sessionwatch-demo"
+DEMO_ARCHIVE_GROUP = "sessionwatch-demo-archive"
+# Where the demo archives (chDB), and where the notebooks look by default.
+DEMO_ARCHIVE = Path(".sessionwatch/archive")
 # events/s: paced so that latency measures the pipeline, not a queue the demo built up itself
 DEFAULT_RATE = 500.0
 
@@ -155,7 +159,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None,
-             rate: float = DEFAULT_RATE) -> int:
+             rate: float = DEFAULT_RATE, archive_dir: Path = DEMO_ARCHIVE) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
@@ -164,6 +168,7 @@ def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None,
     workdir = Path(tempfile.mkdtemp(prefix="sessionwatch-demo-"))
     broker = None
     worker = None
+    archiver = None
     stop = threading.Event()
     reader = None
     started = time.monotonic()
@@ -173,8 +178,12 @@ def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None,
                 broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
                 bootstrap = broker.bootstrap
             worker = WorkerProcess(bootstrap, workdir / "worker.log")
+            archive_dir = archive_dir.resolve()
+            archiver = ArchiverProcess(bootstrap, workdir / "archive.log",
+                                       archive_group=DEMO_ARCHIVE_GROUP, chdb_dir=str(archive_dir))
             worker.wait_ready()
-        console.print(f"broker [bold]{bootstrap}[/], worker ready "
+            archiver.wait_ready()
+        console.print(f"broker [bold]{bootstrap}[/], worker and archiver ready "
                       f"({time.monotonic() - started:.1f}s); logs in {workdir}")
 
         plan = plan_traffic(users=users, seed=seed)
@@ -198,6 +207,11 @@ def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None,
         reader.join(5)
         result = score(plan, hasher, sent, received, attack_ids)
         _print_report(console, Table, plan, sent, received, result, caught_up)
+        with console.status("waiting for the archiver…"):
+            archived = wait_group_caught_up(bootstrap, DEMO_ARCHIVE_GROUP,
+                                            [EVENTS_TOPIC, FINDINGS_TOPIC, REVOCATIONS_TOPIC])
+            archiver.stop()  # chDB's directory is one process's at a time: let go of it
+        console.print(_archive_summary(archive_dir, archived))
         console.print(f"done in {time.monotonic() - started:.1f}s. Topics: {EVENTS_TOPIC}, "
                       f"{FINDINGS_TOPIC}, {REVOCATIONS_TOPIC}; worker log: {workdir / 'worker.log'}")
         return 0
@@ -206,10 +220,28 @@ def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None,
         return 130
     finally:
         stop.set()
+        if archiver is not None:
+            archiver.stop()
         if worker is not None:
             worker.stop()
         if broker is not None:
             broker.stop()
+
+
+def _archive_summary(archive_dir: Path, caught_up: bool) -> str:
+    from storage.clickhouse import ChdbBackend
+
+    backend = ChdbBackend(str(archive_dir))
+    try:
+        counts = {t: int(backend.query(f"SELECT uniqExact(id) AS n FROM sessionwatch.{t}")["n"][0])
+                  for t in ("events", "findings", "revocations")}
+    finally:
+        backend.close()
+    lag = "" if caught_up else " [yellow](the archiver had not caught up)[/]"
+    return (f"archive (chDB) [bold]{archive_dir}[/]{lag}: {counts['events']} events, "
+            f"{counts['findings']} findings, {counts['revocations']} revocations in all runs. "
+            f"Explore: notebooks/investigate_session.ipynb (SESSIONWATCH_CHDB={archive_dir}), "
+            f"or `sessionwatch replay --chdb {archive_dir} --backtest --policy FILE --from … --to …`")
 
 
 def _send_with_truth(client: SessionwatchClient, plan: Plan, progress: object, task: object,

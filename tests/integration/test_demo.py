@@ -11,10 +11,10 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_and_scores_itself():
+def test_demo_runs_and_scores_itself(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "sessionwatch", "demo", "--users", "80", "--seed", "3"],
-        capture_output=True, text=True, timeout=240,
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,  # it archives to ./.sessionwatch
         env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
     )
     out = result.stdout + result.stderr
@@ -25,3 +25,11 @@ def test_demo_runs_and_scores_itself():
     recall = re.search(r"recall \(all replay kinds\)\s*│\s*([0-9.]+)", out)
     assert recall and float(recall.group(1)) == 1.0, out
     assert re.search(r"latency p50 / p99\s*│\s*[0-9.]+ ms / [0-9.]+ ms", out), out
+    # and it archived everything into chDB, where the notebooks look by default
+    archived = re.search(r"archive \(chDB\) (\S+): (\d+) events, (\d+) findings, (\d+) revocations",
+                         out.replace("\n", " "))
+    assert archived, out
+    assert archived.group(1).endswith(".sessionwatch/archive")
+    events, findings, revocations = (int(archived.group(i)) for i in (2, 3, 4))
+    sent = int(re.search(r"events sent\s*│\s*(\d+)", out).group(1))
+    assert events == sent and findings > 0 and revocations > 0

@@ -298,3 +298,19 @@ def test_redis_keeps_the_denylist_across_restarts():
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
     assert any(str(v).endswith(":/data") for v in redis.get("volumes", []))
+
+
+def test_archiver_writes_to_the_compose_clickhouse():
+    archiver = SERVICES["archiver"]
+    assert command_of(archiver) == ["archive"]
+    settings = Settings.load(container_env(archiver))
+    parts = urlsplit(settings.clickhouse)
+    assert parts.scheme == "clickhouse" and parts.hostname in names_of("clickhouse")
+    assert (parts.port or 9000) == 9000
+    assert archiver["depends_on"]["clickhouse"]["condition"] == "service_healthy"
+    clickhouse_env = service_env(SERVICES["clickhouse"])
+    assert settings.clickhouse_user == clickhouse_env["CLICKHOUSE_USER"]
+    assert parts.path.strip("/") == clickhouse_env["CLICKHOUSE_DB"]
+    # the password comes from the environment, never written in the file
+    assert clickhouse_env["CLICKHOUSE_PASSWORD"].startswith("${")
+    assert any(str(v).endswith(":/var/lib/clickhouse") for v in SERVICES["clickhouse"]["volumes"])

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from producers.contract import Event
@@ -35,12 +36,22 @@ def enricher(settings: Any) -> Any:
 
     enrich = Enricher(settings.city_db or None, settings.asn_db or None)
 
+    @lru_cache(maxsize=65_536)
+    def network(ip: str) -> tuple[str, str, str]:
+        found = enrich.network(ip)
+        return found.country or "", found.asn or "", found.kind or ""
+
+    @lru_cache(maxsize=16_384)
+    def client(user_agent: str | None) -> str:
+        if not user_agent:
+            return ""
+        found = enrich.client(user_agent)
+        return f"{found.family} on {found.os}"
+
     def columns(event: Event) -> Mapping[str, str]:
-        network = enrich.network(event.ip)
-        client = enrich.client(event.user_agent)
-        return {"country": network.country or "", "asn": network.asn or "",
-                "network_kind": network.kind or "",
-                "client": f"{client.family} on {client.os}" if event.user_agent else ""}
+        country, asn, kind = network(event.ip)
+        return {"country": country, "asn": asn, "network_kind": kind,
+                "client": client(event.user_agent)}
 
     return columns
 

@@ -126,6 +126,9 @@ class Archiver:
             self.ready.set()
             log.info("archive: ready; %s -> %s", ", ".join(TABLES), self.backend.name)
             batch = _Batch()
+            # One batch is written while the next is read and converted: the insert's time on
+            # the server overlaps our decoding. Batches are written and committed in order.
+            writing: asyncio.Task[None] | None = None
             while not self._stopping.is_set():
                 records = await consumer.getmany(timeout_ms=200, max_records=10_000)
                 for tp, messages in records.items():
@@ -138,12 +141,14 @@ class Archiver:
                 due = (len(batch) >= opts.batch_rows
                        or (batch.offsets and time.monotonic() - batch.started >= opts.batch_age_s))
                 if due:
-                    await self._flush(batch)
-                    await self._commit(consumer, batch.offsets)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(self._write(consumer, batch))
                     batch = _Batch()
+            if writing is not None:
+                await writing
             if batch.offsets:
-                await self._flush(batch)
-                await self._commit(consumer, batch.offsets)
+                await self._write(consumer, batch)
         finally:
             reporter.cancel()
             await consumer.stop()
@@ -165,6 +170,10 @@ class Archiver:
         if self.options.truncate_ip and row.get("ip"):
             row["ip"] = truncate_ip(row["ip"])
         return row
+
+    async def _write(self, consumer: Any, batch: _Batch) -> None:
+        await self._flush(batch)
+        await self._commit(consumer, batch.offsets)
 
     async def _flush(self, batch: _Batch) -> None:
         for table, rows in batch.rows.items():

@@ -34,7 +34,13 @@ from storage.clickhouse import (
     open_backend,
 )
 from storage.clickhouse.frames import STRING_DTYPE
-from storage.clickhouse.rows import event_row, finding_row, revocation_row, truncate_ip
+from storage.clickhouse.rows import (
+    check_enrichment,
+    event_row,
+    finding_row,
+    revocation_row,
+    truncate_ip,
+)
 from storage.clickhouse.schema import TABLES
 
 pytestmark = pytest.mark.integration
@@ -372,7 +378,7 @@ def test_rows_from_contract_objects() -> None:
     assert row["time_ms"] == 1772442000500 and row["time"].tzinfo is not None
     assert (row["country"], row["asn"], row["network_kind"]) == ("US", "AS7922", "isp")
     with pytest.raises(ValueError, match="enrichment"):
-        event_row(ev, {"city": "Springfield"})
+        check_enrichment({"city": "Springfield"})
     low = Reason(detector="b.low", severity=Severity.LOW, summary="low", evidence={"x": 1})
     critical = Reason(detector="a.critical", severity=Severity.CRITICAL, summary="crit")
     rev = revocation_row(revocation(ev, low, critical, scope=Scope.USER))

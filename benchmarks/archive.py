@@ -65,11 +65,58 @@ async def _archive(bootstrap: str, backend: object, n: int) -> float:
     return n / elapsed
 
 
+def _sustained(bootstrap: str, group: str, topics: list[str], events: int) -> float:
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap)
+    parts = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or {0})]
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            committed = admin.list_group_offsets({group: parts}).get(group, {})
+            done = sum(o.offset for o in committed.values() if o.offset > 0)
+            samples.append((time.monotonic(), done))
+            if done >= events:
+                break
+            time.sleep(0.25)
+    finally:
+        admin.close()
+        probe.close()
+    low = next(s for s in samples if s[1] >= 0.2 * events)
+    high = next(s for s in samples if s[1] >= 0.8 * events)
+    return (high[1] - low[1]) / (high[0] - low[0])
+
+
+def _archive_processes(bootstrap: str, url: str | None, chdb_dir: str, n: int, events: int,
+                       work: Path) -> float:
+    from sessionwatch.processes import ArchiverProcess
+    from storage.archiver import TABLES
+
+    if url is None and n > 1:
+        raise SystemExit("--processes > 1 needs --backend server (chDB: one process per dir)")
+    where = {"clickhouse": url} if url else {"chdb_dir": chdb_dir}
+    procs = [ArchiverProcess(bootstrap, work / f"archive-{i}.log", partitions=4,
+                             archive_group="bench-archive-procs", archive_batch_rows="10000",
+                             **where) for i in range(n)]
+    try:
+        # The processes start one after another and begin on the backlog at once, so time the
+        # middle of the run: committed offsets sampled every 0.25 s, rate from 20 % to 80 %.
+        return _sustained(bootstrap, "bench-archive-procs", list(TABLES), events)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--backend", choices=("server", "chdb"), default="server")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="run N `sessionwatch archive` processes in one group instead of "
+                             "the archiver in this process (scale-out)")
     args = parser.parse_args()
     import logging
 
@@ -94,11 +141,17 @@ def main() -> None:
             backend = ChdbBackend(str(work / "chdb"))
         profiler = cProfile.Profile() if args.profile else None
         try:
-            if profiler:
-                profiler.enable()
-            rate = asyncio.run(_archive(broker.bootstrap, backend, args.events))
-            if profiler:
-                profiler.disable()
+            if args.processes:
+                backend.migrate()
+                backend.close()
+                rate = _archive_processes(broker.bootstrap, server.url if server else None,
+                                          str(work / "chdb"), args.processes, args.events, work)
+            else:
+                if profiler:
+                    profiler.enable()
+                rate = asyncio.run(_archive(broker.bootstrap, backend, args.events))
+                if profiler:
+                    profiler.disable()
         finally:
             if server is not None:
                 server.stop()

@@ -100,6 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--twice", action="store_true",
                           help="run the same events twice and compare the revocation ids")
     evaluate.add_argument("--json", dest="json_path", type=Path, help="also write the report here")
+
+    replay = sub.add_parser("replay", help="re-publish archived events, or backtest a policy on them")
+    replay.add_argument("--from", dest="since", required=True, help="start, RFC 3339 with offset")
+    replay.add_argument("--to", dest="until", required=True, help="end (exclusive), RFC 3339")
+    replay.add_argument("--tenant", help="only this tenant's events and revocations")
+    replay.add_argument("--clickhouse", help="clickhouse://host:9000/sessionwatch "
+                                             "(SESSIONWATCH_CLICKHOUSE)")
+    replay.add_argument("--chdb", dest="chdb_dir", help="embedded chDB directory instead")
+    replay.add_argument("--publish", action="store_true", help="re-send the events to --topic")
+    replay.add_argument("--topic", help="topic to publish to (default sessionwatch.events)")
+    replay.add_argument("--bootstrap", help="Kafka host:port[,host:port] (SESSIONWATCH_BOOTSTRAP)")
+    replay.add_argument("--backtest", action="store_true",
+                        help="run the events under --policy and compare with the archived decisions")
+    replay.add_argument("--policy", type=Path,
+                        help="policy file (SESSIONWATCH_POLICY; default: built-in defaults)")
+    replay.add_argument("--json", dest="json_path", type=Path, help="also write the result here")
+    replay.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
     return parser
 
 
@@ -228,10 +245,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from sessionwatch.replay import replay_command
+
+    return replay_command(args, _settings(args))
+
+
 COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "apply": cmd_apply,
             "archive": cmd_archive,
             "caep-key": cmd_caep_key, "demo": cmd_demo,
-            "simulate": cmd_simulate, "evaluate": cmd_evaluate}
+            "simulate": cmd_simulate, "evaluate": cmd_evaluate,
+            "replay": cmd_replay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -240,7 +240,7 @@ def _archive_summary(archive_dir: Path, caught_up: bool) -> str:
     lag = "" if caught_up else " [yellow](the archiver had not caught up)[/]"
     return (f"archive (chDB) [bold]{archive_dir}[/]{lag}: {counts['events']} events, "
             f"{counts['findings']} findings, {counts['revocations']} revocations in all runs. "
-            f"Explore: notebooks/investigate_session.ipynb (SESSIONWATCH_CHDB={archive_dir}), "
+            f"Explore: notebooks/investigate_session.ipynb (SESSIONWATCH_CHDB_DIR={archive_dir}), "
             f"or `sessionwatch replay --chdb {archive_dir} --backtest --policy FILE --from … --to …`")
 
 

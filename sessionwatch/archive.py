@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
@@ -75,9 +75,13 @@ async def _main(settings: Any, archiver: Archiver) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, archiver.stop)
+    from storage.retention import parse_tenant_retention
+
+    tenant_days = parse_tenant_retention(settings.archive_tenant_retention)
     retention = None
-    if settings.archive_retention_days:
-        retention = asyncio.create_task(_retention(archiver, settings.archive_retention_days))
+    if settings.archive_retention_days or any(tenant_days.values()):
+        retention = asyncio.create_task(
+            _retention(archiver, settings.archive_retention_days, tenant_days))
     try:
         await archiver.run()
     finally:
@@ -86,15 +90,21 @@ async def _main(settings: Any, archiver: Archiver) -> int:
     return 0
 
 
-async def _retention(archiver: Archiver, days: int) -> None:
-    """Drop day partitions older than `days`, at start and then hourly."""
+async def _retention(archiver: Archiver, default_days: int, tenant_days: dict[str, int]) -> None:
+    """Apply the retention plan (storage/retention.py) at start, then hourly."""
+    from storage.retention import plan
+
     await archiver.ready.wait()
     while True:
-        cutoff = (datetime.now(UTC) - timedelta(days=days)).date()
+        todo = plan(datetime.now(UTC), default_days, tenant_days)
         for table in TABLES.values():
-            dropped = await archiver.db_call(archiver.backend.drop_partitions_before, table,
-                                              cutoff)
-            if dropped:
-                log.info("archive: dropped %d day partitions of %s before %s", dropped, table,
-                         cutoff)
+            if todo.drop_before is not None:
+                dropped = await archiver.db_call(archiver.backend.drop_partitions_before, table,
+                                                 todo.drop_before)
+                if dropped:
+                    log.info("archive: dropped %d day partitions of %s before %s", dropped,
+                             table, todo.drop_before)
+            for deletion in todo.deletions:
+                await archiver.db_call(lambda t=table, d=deletion: archiver.backend.delete_before(
+                    t, d.cutoff_ms, tenants=d.tenants, except_tenants=d.except_tenants))
         await asyncio.sleep(3600)

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     archive.add_argument("--group", dest="archive_group", help="consumer group")
     archive.add_argument("--retention-days", dest="archive_retention_days", type=int,
                          help="drop day partitions older than this (0 = keep)")
+    archive.add_argument("--tenant-retention", dest="archive_tenant_retention",
+                         help="per tenant, e.g. bank=30,shop=365 (days; 0 = forever)")
     archive.add_argument("--truncate-ip", dest="archive_truncate_ip", action="store_const",
                          const=1, help="archive addresses as /24 (IPv4) and /48 (IPv6) only")
 
@@ -127,7 +129,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
              ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "web_port",
               "policy", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
               "caep_issuer", "caep_port", "clickhouse", "chdb_dir", "archive_group",
-              "archive_retention_days", "archive_truncate_ip")}
+              "archive_retention_days", "archive_truncate_ip", "archive_tenant_retention")}
     flags.update(extra)
     return Settings.load(os.environ, **flags)
 

@@ -116,8 +116,9 @@ class Settings:
     archive_group: str = "sessionwatch-archive"
     # Rows per insert (or 1 s of traffic, whichever comes first).
     archive_batch_rows: int = 50_000
-    # Day partitions older than this are dropped (0 = keep everything).
+    # Days the archive keeps a tenant's rows (0 = forever); per tenant: "bank=30,shop=365".
     archive_retention_days: int = 0
+    archive_tenant_retention: str = ""
     # Privacy: archive addresses truncated to /24 (IPv4) and /48 (IPv6): 0 = off, 1 = on.
     archive_truncate_ip: int = 0
 
@@ -190,6 +191,9 @@ class Settings:
             raise ConfigError("archive_batch_rows: must be a positive whole number")
         if self.archive_retention_days < 0:
             raise ConfigError("archive_retention_days: 0 (keep everything) or a number of days")
+        from storage.retention import parse_tenant_retention
+
+        parse_tenant_retention(self.archive_tenant_retention)
         if self.archive_truncate_ip not in (0, 1):
             raise ConfigError("archive_truncate_ip: 0 (off) or 1 (on)")
 

@@ -76,5 +76,10 @@ class ArchiveBackend(Protocol):
         """Drop `table`'s day partitions (UTC) older than `day`; returns how many were dropped."""
         ...
 
+    def delete_before(self, table: str, cutoff_ms: int, *, tenants: Sequence[str] = (),
+                      except_tenants: Sequence[str] = ()) -> None:
+        """Delete the rows of some tenants older than `cutoff_ms` (epoch ms; a mutation)."""
+        ...
+
     def close(self) -> None:
         ...

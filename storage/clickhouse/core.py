@@ -150,6 +150,18 @@ class SqlBackend:
             self._execute(f"ALTER TABLE {DATABASE}.{table_name} DROP PARTITION ID {quote(partition)}")
         return len(old)
 
+    def delete_before(self, table_name: str, cutoff_ms: int, *, tenants: Sequence[str] = (),
+                      except_tenants: Sequence[str] = ()) -> None:
+        """Delete rows older than `cutoff_ms` of some tenants (a mutation: for tenants whose
+        retention is shorter than the day partitions kept for the others)."""
+        table(table_name)
+        where = [f"time_ms < {int(cutoff_ms)}"]
+        if tenants:
+            where.append(f"tenant IN ({', '.join(quote(t) for t in tenants)})")
+        if except_tenants:
+            where.append(f"tenant NOT IN ({', '.join(quote(t) for t in except_tenants)})")
+        self._execute(f"ALTER TABLE {DATABASE}.{table_name} DELETE WHERE {' AND '.join(where)}")
+
     def close(self) -> None:
         pass
 

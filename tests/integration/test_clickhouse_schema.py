@@ -392,3 +392,30 @@ def test_rows_from_contract_objects() -> None:
     assert truncate_ip("2001:db8:1:2::5") == "2001:db8:1::"
     assert truncate_ip("2001:db8:1:2::5", v6_bits=64) == "2001:db8:1:2::"
     assert truncate_ip("not an address") == ""
+
+
+def test_delete_before_removes_only_the_named_tenants_old_rows(backend) -> None:
+    """Per-tenant retention on both backends: a DELETE mutation by tenant and time_ms."""
+    bank, shop, other = tenant(), tenant(), tenant()
+    rows = [event_row(event(t, at=at, id=f"{t}-{at:.0f}"))
+            for t in (bank, shop, other) for at in (0.0, 86_400.0)]
+    backend.insert("events", rows)
+    cutoff = rows[1]["time_ms"]           # the second day
+    backend.delete_before("events", cutoff, tenants=(bank,))
+    backend.delete_before("events", cutoff, except_tenants=(bank, shop))   # the default's
+    left = _wait_ids(backend, "SELECT id FROM sessionwatch.events FINAL "
+                              "WHERE tenant IN %(tenants)s", {"tenants": (bank, shop, other)},
+                     {f"{bank}-86400", f"{shop}-0", f"{shop}-86400", f"{other}-86400"})
+    assert left == {f"{bank}-86400", f"{shop}-0", f"{shop}-86400", f"{other}-86400"}
+
+
+def _wait_ids(backend, sql: str, params: dict, expected: set[str]) -> set[str]:
+    # Mutations are asynchronous on a server: wait for them with a deadline, not a sleep.
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        ids = set(backend.query(sql, params)["id"])
+        if ids == expected or time.monotonic() > deadline:
+            return ids
+        time.sleep(0.1)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import HTTPConnection, Request
@@ -65,6 +65,7 @@ from producers.enforcement import (
     names_html,
 )
 from producers.errors import ConfigError
+from producers.hashing import TokenHasher
 
 __all__ = [
     "AUTH_AT_KEY",
@@ -94,6 +95,12 @@ class _RequestState:
     presented: str | None = None   # the session id the client sent, if any
     known: bool = False            # it named a stored session
     handled: bool = False          # an event for this request was already emitted
+    # `presented` under every hash key, current first: computed once for the check and reused
+    # by this request's event and index updates (an HMAC per use saved on every request).
+    hashes: list[str] = field(default_factory=list)
+
+    def hash_of(self, hasher: TokenHasher, token: str) -> str:
+        return self.hashes[0] if self.hashes and token == self.presented else hasher.hash(token)
 
 
 class SessionWatchMiddleware:
@@ -173,7 +180,7 @@ class SessionWatchMiddleware:
         state.presented = presented
         session = conn.session
         state.known = bool(session)  # a stored record always holds data; a missing one loads {}
-        hashes = self.client.hasher.hashes(presented)
+        hashes = state.hashes = self.client.hasher.hashes(presented)
         if not state.known:
             # No such session in the store. Revoked (the applier deleted its record): tell the
             # user to sign in again, the same as a live revoked session. Otherwise an id we
@@ -235,7 +242,7 @@ class SessionWatchMiddleware:
         state.known = False
         session = conn.session
         pipe = self.redis.pipeline(transaction=False)
-        session_index.forget(pipe, self.tenant, self.client.hasher.hash(presented),
+        session_index.forget(pipe, self.tenant, state.hash_of(self.client.hasher, presented),
                              _str(session.get(USER_KEY)))
         await _best_effort(pipe)
         session.clear()
@@ -263,9 +270,13 @@ class SessionWatchMiddleware:
 
     def _emit_token(self, conn: HTTPConnection, method: Callable[..., Any], token: str | None,
                     **kw: Any) -> None:
+        state = conn.scope.get(SCOPE_KEY)
+        if token is not None and isinstance(state, _RequestState):
+            kw["session"] = state.hash_of(self.client.hasher, token)
+        else:
+            kw["session_token"] = token
         try:
-            method(session_token=token, ip=self._ip(conn),
-                   user_agent=conn.headers.get("user-agent"), **kw)
+            method(ip=self._ip(conn), user_agent=conn.headers.get("user-agent"), **kw)
         except Exception:  # noqa: BLE001 - telemetry must never break a request
             log.exception("sessionwatch: could not emit an event")
 

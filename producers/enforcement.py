@@ -186,6 +186,23 @@ class _Base:
         self._lengths = frozenset(parsed)
         self._lengths_at = now
 
+    def _lookup(self, plan: _Plan) -> Any:
+        """None: a plain MGET will do. Else a pipeline (sync or asyncio alike) that is still one
+        round trip: the MGET plus the prefix lengths for the next requests, once a second."""
+        if not self._lengths_stale(time.monotonic()):
+            return None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.mget(plan.keys)
+        pipe.smembers(block_lengths_key(self.tenant))
+        return pipe
+
+    def _answer(self, plan: _Plan, replies: Any, piped: bool, authenticated_at: float | None,
+                now: float) -> Verdict:
+        if piped:
+            self._set_lengths(replies[1], time.monotonic())
+            replies = replies[0]
+        return _verdict(plan, replies, authenticated_at, now)
+
     def _failed(self, exc: Exception) -> Verdict:
         self.errors += 1
         now = time.monotonic()
@@ -206,19 +223,12 @@ class Enforcer(_Base):
         plan = _plan(self.tenant, sessions, user, ip, self._lengths)
         if not plan.keys:
             return ALLOW
-        refresh = self._lengths_stale(time.monotonic())
         try:
-            if not refresh:
-                return _verdict(plan, self.redis.mget(plan.keys), authenticated_at, now)
-            # Still one round trip: the MGET plus the prefix lengths for the next requests.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.mget(plan.keys)
-            pipe.smembers(block_lengths_key(self.tenant))
-            replies = pipe.execute()
+            pipe = self._lookup(plan)
+            replies = pipe.execute() if pipe is not None else self.redis.mget(plan.keys)
         except Exception as exc:  # noqa: BLE001 - any Redis failure takes the fail-open path
             return self._failed(exc)
-        self._set_lengths(replies[1], time.monotonic())
-        return _verdict(plan, replies[0], authenticated_at, now)
+        return self._answer(plan, replies, pipe is not None, authenticated_at, now)
 
 
 class AsyncEnforcer(_Base):
@@ -230,15 +240,9 @@ class AsyncEnforcer(_Base):
         plan = _plan(self.tenant, sessions, user, ip, self._lengths)
         if not plan.keys:
             return ALLOW
-        refresh = self._lengths_stale(time.monotonic())
         try:
-            if not refresh:
-                return _verdict(plan, await self.redis.mget(plan.keys), authenticated_at, now)
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.mget(plan.keys)
-            pipe.smembers(block_lengths_key(self.tenant))
-            replies = await pipe.execute()
-        except Exception as exc:  # noqa: BLE001
+            pipe = self._lookup(plan)
+            replies = await (pipe.execute() if pipe is not None else self.redis.mget(plan.keys))
+        except Exception as exc:  # noqa: BLE001 - any Redis failure takes the fail-open path
             return self._failed(exc)
-        self._set_lengths(replies[1], time.monotonic())
-        return _verdict(plan, replies[0], authenticated_at, now)
+        return self._answer(plan, replies, pipe is not None, authenticated_at, now)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, request, session
@@ -45,6 +45,7 @@ from producers.enforcement import (
     names_html,
 )
 from producers.errors import ConfigError
+from producers.hashing import TokenHasher
 
 log = logging.getLogger("sessionwatch.flask")
 
@@ -57,6 +58,12 @@ class _RequestState:
     presented: str | None = None   # the session id the client sent, if any
     known: bool = False            # it named a stored session
     handled: bool = False          # an event for this request was already emitted
+    # `presented` under every hash key, current first: computed once for the check and reused
+    # by this request's event and index updates (an HMAC per use saved on every request).
+    hashes: list[str] = field(default_factory=list)
+
+    def hash_of(self, hasher: TokenHasher, token: str) -> str:
+        return self.hashes[0] if self.hashes and token == self.presented else hasher.hash(token)
 
 
 class SessionWatch:
@@ -177,8 +184,8 @@ class SessionWatch:
             # No such session in the store. Revoked (the applier deleted its record): tell the
             # user to sign in again, the same as a live revoked session. Otherwise an id we
             # never issued, or whose session expired: the store started a new one.
-            verdict = self.enforcer.check(sessions=self.client.hasher.hashes(presented or cookie),
-                                          ip=self._ip())
+            state.hashes = self.client.hasher.hashes(presented or cookie)
+            verdict = self.enforcer.check(sessions=state.hashes, ip=self._ip())
             if verdict.outcome in (Outcome.REVOKED, Outcome.STEP_UP):
                 return self._refuse(Verdict(Outcome.REVOKED, verdict.revocation_id), state)
             if verdict.outcome is Outcome.BLOCKED:
@@ -187,8 +194,9 @@ class SessionWatch:
                              attrs={"reason": "unknown"})
             state.handled = True
             return None
+        state.hashes = self.client.hasher.hashes(presented or "")
         verdict = self.enforcer.check(
-            sessions=self.client.hasher.hashes(presented or ""),
+            sessions=state.hashes,
             user=session.get(USER_KEY),
             authenticated_at=session.get(AUTH_AT_KEY),
             ip=self._ip(),
@@ -225,7 +233,8 @@ class SessionWatch:
                          attrs={"reason": "revoked"})
         state.known = False
         pipe = self.redis.pipeline(transaction=False)
-        session_index.forget(pipe, self.tenant, self.client.hasher.hash(state.presented or ""),
+        session_index.forget(pipe, self.tenant,
+                             state.hash_of(self.client.hasher, state.presented or ""),
                              session.get(USER_KEY))
         self._best_effort(pipe.execute)
         session.clear()  # Flask-Session deletes the record and the cookie when saving
@@ -286,7 +295,8 @@ class SessionWatch:
 
     def _emit_token(self, method: Callable[..., Any], token: str, **kw: Any) -> None:
         try:
-            method(session_token=token, ip=self._ip(), user_agent=self._ua(), **kw)
+            method(session=self._state().hash_of(self.client.hasher, token), ip=self._ip(),
+                   user_agent=self._ua(), **kw)
         except Exception:  # noqa: BLE001 - telemetry must never break a request
             log.exception("sessionwatch: could not emit an event")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,7 +87,7 @@ async def _main(settings: Any, options: ApplyOptions, sinks: list[Sink]) -> int:
     runner = None
     if settings.caep_port:
         runner = await _serve_transmitter(settings)
-    log.info("apply: %s -> %s", REVOCATIONS_TOPIC, ", ".join(_describe(s) for s in sinks))
+    log.info("apply: %s -> %s", REVOCATIONS_TOPIC, ", ".join(s.name for s in sinks))
     log.info("apply: refused revocations go to %s", DEADLETTER_TOPIC)
     try:
         await applier.run()
@@ -96,11 +95,6 @@ async def _main(settings: Any, options: ApplyOptions, sinks: list[Sink]) -> int:
         if runner is not None:
             await runner.cleanup()
     return 0
-
-
-def _describe(sink: Sink) -> str:
-    where: Mapping[str, str] = {"redis": "Redis", "webhook": "webhook", "caep": "CAEP receivers"}
-    return where.get(sink.name, sink.name)
 
 
 async def _serve_transmitter(settings: Any) -> Any:

@@ -72,29 +72,31 @@ class WorkerProcess(ChildProcess):
         super().__init__(args, env, log_path)
 
 
-class ApplierProcess(ChildProcess):
-    """`sessionwatch apply`; `settings` are SESSIONWATCH_* variables without the prefix."""
+class _ServiceProcess(ChildProcess):
+    """A `sessionwatch <command>` configured by SESSIONWATCH_* variables: `settings` are the
+    variables without the prefix (redis=..., chdb_dir=...)."""
+
+    command = ""
+
+    def __init__(self, bootstrap: str, log_path: Path, partitions: int = 2,
+                 **settings: str) -> None:
+        env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_PARTITIONS": str(partitions),
+               "SESSIONWATCH_LOG_LEVEL": "info"}
+        env.update({f"SESSIONWATCH_{k.upper()}": v for k, v in settings.items()})
+        super().__init__([self.command], env, log_path)
+
+
+class ApplierProcess(_ServiceProcess):
+    """`sessionwatch apply`."""
 
     name = "applier"
+    command = "apply"
     ready_pattern = rb"apply: ready"
 
-    def __init__(self, bootstrap: str, log_path: Path, partitions: int = 2,
-                 **settings: str) -> None:
-        env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_PARTITIONS": str(partitions),
-               "SESSIONWATCH_LOG_LEVEL": "info"}
-        env.update({f"SESSIONWATCH_{k.upper()}": v for k, v in settings.items()})
-        super().__init__(["apply"], env, log_path)
 
-
-class ArchiverProcess(ChildProcess):
-    """`sessionwatch archive`; `settings` are SESSIONWATCH_* variables without the prefix."""
+class ArchiverProcess(_ServiceProcess):
+    """`sessionwatch archive`."""
 
     name = "archiver"
+    command = "archive"
     ready_pattern = rb"archive: ready"
-
-    def __init__(self, bootstrap: str, log_path: Path, partitions: int = 2,
-                 **settings: str) -> None:
-        env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_PARTITIONS": str(partitions),
-               "SESSIONWATCH_LOG_LEVEL": "info"}
-        env.update({f"SESSIONWATCH_{k.upper()}": v for k, v in settings.items()})
-        super().__init__(["archive"], env, log_path)

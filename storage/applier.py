@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from producers.contract import (
     decode_revocation,
     encode,
 )
+from storage.consuming import Backoff, commit, group_consumer
 from storage.sinks import RejectedError, RetryableError, Sink
 
 log = logging.getLogger("sessionwatch.apply")
@@ -113,47 +113,23 @@ class Applier:
         log.info("apply: ready; sinks %s", ", ".join(s.name for s in self.sinks))
 
     async def _run_sink(self, sink: Sink, joined: asyncio.Event) -> None:
-        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-        from aiokafka.errors import CommitFailedError, KafkaError
-
-        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            async def on_partitions_revoked(self, revoked: Any) -> None:
-                pass
-
-            async def on_partitions_assigned(self, assigned: Any) -> None:
-                joined.set()
-
         opts = self.options
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=opts.bootstrap,
-            group_id=f"{opts.group}-{sink.name}",
-            client_id=f"sessionwatch-apply-{sink.name}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=opts.fetch_max_wait_ms,
-            session_timeout_ms=opts.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, opts.session_timeout_ms // 3),
-            # A sink can be retried for a long time between polls (a receiver down for an
-            # hour): staying in the group meanwhile beats handing its partitions to a peer
-            # that would be stuck on the same receiver.
-            max_poll_interval_ms=24 * 3600 * 1000,
-        )
+        consumer, assigned = group_consumer(
+            opts.bootstrap, f"{opts.group}-{sink.name}", [opts.topic],
+            f"sessionwatch-apply-{sink.name}", fetch_max_wait_ms=opts.fetch_max_wait_ms,
+            session_timeout_ms=opts.session_timeout_ms)
         await sink.start()
-        consumer.subscribe([opts.topic], listener=_Listener())
         await consumer.start()
         try:
+            await assigned.wait()
+            joined.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 for tp, messages in batches.items():
                     for message in messages:
                         await self._handle(sink, message)
-                    try:
-                        await consumer.commit({tp: messages[-1].offset + 1})
-                    except (CommitFailedError, KafkaError) as exc:
-                        # A rebalance took the partition: whoever has it now redelivers, and
-                        # every sink is idempotent.
-                        log.warning("apply %s: commit of %s@%d failed (%s); it will be redelivered",
-                                    sink.name, tp, messages[-1].offset + 1, exc)
+                    await commit(consumer, {tp: messages[-1].offset + 1}, log,
+                                 f"apply {sink.name}")
         finally:
             await consumer.stop()
             await sink.close()
@@ -165,7 +141,7 @@ class Applier:
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
             await self._dead_letter(sink, message, "not_a_revocation", str(exc))
             return
-        delay = self.options.backoff_s
+        backoff = Backoff(self.options.backoff_s, self.options.backoff_max_s)
         while True:
             try:
                 changed = await sink.deliver(revocation, message.value)
@@ -179,11 +155,11 @@ class Applier:
                 if stats.unavailable_since is None:
                     stats.unavailable_since = time.monotonic()
                 kind = "unavailable" if isinstance(exc, RetryableError) else "failed"
+                delay = backoff.next()
                 log.warning("apply %s: %s %s[%d]@%d (%s: %s); retrying in %.1f s", sink.name, kind,
                             message.topic, message.partition, message.offset,
                             type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.75, 1.25))
-                delay = min(delay * 2, self.options.backoff_max_s)
+                await asyncio.sleep(delay)
                 continue
             break
         if stats.unavailable_since is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,7 @@ from producers.contract import (
 from producers.errors import InvalidEvent
 from storage.clickhouse import ArchiveBackend, ArchiveUnavailable
 from storage.clickhouse.rows import event_row, finding_row, revocation_row, truncate_ip
+from storage.consuming import Backoff, commit, group_consumer
 
 log = logging.getLogger("sessionwatch.archive")
 
@@ -95,30 +95,14 @@ class Archiver:
         return await asyncio.get_running_loop().run_in_executor(self._db, fn, *args)
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-
         applied = await self._retrying(self.backend.migrate, "migrate")
         if applied:
             log.info("archive: migrations applied: %s", ", ".join(applied))
-        joined = asyncio.Event()
-
-        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-            async def on_partitions_revoked(self, revoked: Any) -> None:
-                pass
-
-            async def on_partitions_assigned(self, assigned: Any) -> None:
-                joined.set()
-
         opts = self.options
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=opts.bootstrap, group_id=opts.group, client_id="sessionwatch-archive",
-            enable_auto_commit=False, auto_offset_reset="earliest",
+        consumer, joined = group_consumer(
+            opts.bootstrap, opts.group, list(TABLES), "sessionwatch-archive",
             fetch_max_wait_ms=opts.fetch_max_wait_ms, session_timeout_ms=opts.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, opts.session_timeout_ms // 3),
-            max_poll_interval_ms=24 * 3600 * 1000,  # an archive outage can outlast any default
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        consumer.subscribe(list(TABLES), listener=_Listener())
+            max_partition_fetch_bytes=8 * 1024 * 1024)
         await consumer.start()
         reporter = asyncio.create_task(self._report(consumer))
         try:
@@ -173,7 +157,7 @@ class Archiver:
 
     async def _write(self, consumer: Any, batch: _Batch) -> None:
         await self._flush(batch)
-        await self._commit(consumer, batch.offsets)
+        await commit(consumer, batch.offsets, log, "archive")
 
     async def _flush(self, batch: _Batch) -> None:
         for table, rows in batch.rows.items():
@@ -184,7 +168,7 @@ class Archiver:
         self.stats.batches += 1
 
     async def _retrying(self, fn: Callable[[], Any], what: str) -> Any:
-        delay = self.options.backoff_s
+        backoff = Backoff(self.options.backoff_s, self.options.backoff_max_s)
         down_since: float | None = None
         while True:
             try:
@@ -193,22 +177,13 @@ class Archiver:
                 self.stats.retries += 1
                 if down_since is None:
                     down_since = time.monotonic()
+                delay = backoff.next()
                 log.warning("archive: %s: unavailable (%s); retrying in %.1f s", what, exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.75, 1.25))
-                delay = min(delay * 2, self.options.backoff_max_s)
+                await asyncio.sleep(delay)
                 continue
             if down_since is not None:
                 log.info("archive: available again after %.1f s", time.monotonic() - down_since)
             return result
-
-    async def _commit(self, consumer: Any, offsets: dict[Any, int]) -> None:
-        from aiokafka.errors import CommitFailedError, KafkaError
-
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took partitions: the new owner re-reads and the tables collapse by id.
-            log.warning("archive: commit failed (%s); those rows will be re-read", exc)
 
     async def _report(self, consumer: Any) -> None:
         last = dict(self.stats.rows)

@@ -1,0 +1,67 @@
+"""What the applier and the archiver share: a manual-commit consumer group, a commit that
+survives rebalances, and capped jittered backoff for a destination that is down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from typing import Any
+
+# A destination can be retried for a long time between polls (a receiver or ClickHouse down for
+# an hour): staying in the group meanwhile beats handing the partitions to a peer that would be
+# stuck on the same destination.
+MAX_POLL_INTERVAL_MS = 24 * 3600 * 1000
+
+
+def group_consumer(bootstrap: str, group: str, topics: Sequence[str], client_id: str, *,
+                   fetch_max_wait_ms: int, session_timeout_ms: int,
+                   **overrides: Any) -> tuple[Any, asyncio.Event]:
+    """An aiokafka consumer subscribed to `topics` (not started; offsets committed by hand, from
+    the earliest offset for a new group) and an event set once the group gave it partitions."""
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+
+    joined = asyncio.Event()
+
+    class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            joined.set()
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, client_id=client_id,
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms, session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
+        max_poll_interval_ms=MAX_POLL_INTERVAL_MS, **overrides,
+    )
+    consumer.subscribe(list(topics), listener=_Listener())
+    return consumer, joined
+
+
+async def commit(consumer: Any, offsets: dict[Any, int], log: logging.Logger, who: str) -> None:
+    """Commit, or say why not: a rebalance took the partitions, the new owner re-reads them,
+    and every destination is idempotent, so a failed commit costs a redelivery only."""
+    from aiokafka.errors import CommitFailedError, KafkaError
+
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, KafkaError) as exc:
+        log.warning("%s: commit failed (%s); those messages will be redelivered", who, exc)
+
+
+class Backoff:
+    """Delays for retrying one thing: `first` seconds doubling up to `cap`, each +-25 %."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self.first = first
+        self.cap = cap
+        self._next = first
+
+    def next(self) -> float:
+        delay = self._next * random.uniform(0.75, 1.25)
+        self._next = min(self._next * 2, self.cap)
+        return delay

@@ -32,12 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     broker = sub.add_parser("broker", help="run the embedded Kafka-wire broker (Tansu) here")
     broker.add_argument("--listen", default="127.0.0.1:9092", help="host:port to listen on")
 
-    worker = sub.add_parser("worker", help="run the detection worker (faust)")
+    worker = sub.add_parser("worker", help="run the detection worker (Quix Streams)")
     _settings_flags(worker)
     worker.add_argument("--app-id", dest="app_id", help="consumer group / app id")
     worker.add_argument("--store", choices=("memory", "rocksdb"), help="state store")
     worker.add_argument("--data-dir", dest="data_dir", help="where rocksdb state lives")
-    worker.add_argument("--web-port", dest="web_port", type=int, help="faust web port, 0 = off")
+    worker.add_argument("--allowed-lateness", dest="allowed_lateness_s", type=float,
+                        help="seconds an event may arrive behind newer ones at the user and "
+                             "source stages and still be decided in order (default 60)")
     worker.add_argument("--policy", help="policy file, YAML or TOML (SESSIONWATCH_POLICY)")
 
     apply = sub.add_parser(
@@ -126,7 +128,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
     from streams.settings import Settings
 
     flags = {k: getattr(args, k, None) for k in
-             ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "web_port",
+             ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "allowed_lateness_s",
               "policy", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
               "caep_issuer", "caep_port", "clickhouse", "chdb_dir", "archive_group",
               "archive_retention_days", "archive_truncate_ip", "archive_tenant_retention")}
@@ -153,9 +155,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def run_worker(settings: Any) -> None:
-    from faust.worker import Worker as FaustWorker
-
-    from streams.app import create_app
+    from streams.engine import create_worker
     from streams.topics import ensure_topics
 
     logging.basicConfig(level=settings.log_level.upper(),
@@ -170,8 +170,7 @@ def run_worker(settings: Any) -> None:
 
         policy = load_policy(settings.policy)
         log.info("policy: %s", describe_policy(policy))
-    worker = create_app(settings, policy)
-    FaustWorker(worker.app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    create_worker(settings, policy).run()
 
 
 def cmd_apply(args: argparse.Namespace) -> int:

@@ -207,6 +207,10 @@ def run_offline_pass(sim: Simulation, opts: EvalOptions) -> dict[str, Any]:
         now = time.time()
         observed.findings.extend((now, f) for f in findings)
         observed.revocations.extend((now, r) for r in revocations)
+    findings, revocations = runner.finish()  # what was still held for the allowed lateness
+    now = time.time()
+    observed.findings.extend((now, f) for f in findings)
+    observed.revocations.extend((now, r) for r in revocations)
     elapsed = time.monotonic() - began
     report = score(sim.truth, sim.events, observed, sent)
     report["run"] = {"mode": "offline", "processed_s": round(elapsed, 2),

@@ -60,7 +60,7 @@ class WorkerProcess(ChildProcess):
     """`sessionwatch worker`."""
 
     name = "worker"
-    ready_pattern = rb"Worker\]: Ready"
+    ready_pattern = rb"worker: ready"
 
     def __init__(self, bootstrap: str, log_path: Path, app_id: str = "sessionwatch-demo",
                  partitions: int = 2, policy: Path | None = None) -> None:

@@ -131,6 +131,9 @@ def backtest(events: Iterable[Event], policy: Any, archived: Iterable[Mapping[st
         found, revocations = runner.process(event)
         findings += len(found)
         new.extend(revocations)
+    found, revocations = runner.finish()  # decisions still held for the allowed lateness
+    findings += len(found)
+    new.extend(revocations)
     before = _merge(_archived_entry(row) for row in archived)
     after = _merge(_new_entry(r) for r in new)
     return BacktestResult(

@@ -21,7 +21,15 @@ import msgspec
 
 from producers.contract import Event, EventType, Revocation, encode
 from streams.state import SessionState
-from streams.user_pipeline import HEARTBEAT_S, user_key
+
+# How often (event time) a live session's activity is forwarded to the user stage: often enough
+# that it counts as live there (concurrency counts sessions seen within 30 min by default).
+HEARTBEAT_S = 300.0
+
+
+def user_key(tenant: str, user: str) -> bytes:
+    """The user stage's key (and partitioning key): tenant + user."""
+    return f"{tenant}\x1f{user}".encode()
 
 
 def by_user_topic(app_id: str) -> str:

@@ -46,12 +46,13 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 class Settings:
     # Kafka bootstrap servers, comma separated host:port pairs.
     bootstrap: str = "127.0.0.1:9092"
-    # Consumer group / faust app id: workers with the same id share the partitions.
+    # Consumer group / application id: workers with the same id share the partitions.
     app_id: str = "sessionwatch"
     # Partitions of sessionwatch.events when the worker creates it (= max parallel workers).
     partitions: int = 4
     replication: int = 1
-    # Where per-session state lives: "memory" (tests, demo) or "rocksdb" (production, via rocksdict).
+    # Where stage state lives: "memory" (tests, demo; rebuilt from the changelog at start) or
+    # "rocksdb" (production: survives restarts on local disk, under data_dir/state).
     store: str = "memory"
     data_dir: Path = Path(".sessionwatch")
     # GeoIP files; empty means the bundled (old) data. Point these at current mmdb files.
@@ -59,24 +60,24 @@ class Settings:
     asn_db: str = ""
     # The policy file (YAML or TOML, see examples/policy.yaml); empty means built-in defaults.
     policy: str = ""
-    # Seconds of event time after which a session's state is written to the changelog even when
-    # nothing material changed (materially changed state is written at once).
-    state_flush_s: float = 60.0
     # A session idle this long (event time) is forgotten: its state is treated as absent and swept
-    # from the table. Keep it above the apps' absolute session lifetime (ASVS: 4-12 h).
+    # from the store. Keep it above the apps' absolute session lifetime (ASVS: 4-12 h).
     session_ttl_s: float = 86400.0
-    # faust/aiokafka tuning (see benchmarks/README.md for the figures behind the defaults).
-    max_poll_records: int = 2000
-    stream_buffer_maxsize: int = 16384
+    # How late (event time) an event may reach the user and source stages, behind the newest one
+    # they have seen, and still be decided exactly as if everything had arrived in order. Those
+    # stages merge partitions whose interleaving varies; see README "Order independence".
+    allowed_lateness_s: float = 60.0
+    # How often input offsets are committed (a checkpoint: outputs and state changes confirmed
+    # first). Longer = less overhead, more reprocessing after a crash.
+    commit_interval_s: float = 1.0
     # How long a fetch may wait for data. Tansu holds every fetch this long even when data
-    # arrives, so it bounds event->revocation latency (faust's own 1500 ms gave ~1 s p50).
+    # arrives, so it bounds event->revocation latency.
     fetch_max_wait_ms: int = 20
-    # Consumer-group timeouts. Tansu holds a JoinGroup for about the rebalance timeout, so short
-    # values make workers start fast (30 s -> 5 s measured); 6 s is the least Kafka allows.
+    # Consumer-group timeouts. Tansu holds a JoinGroup for about half the session timeout, so
+    # short values make workers start fast; 6 s is the least Kafka allows by default.
     session_timeout_s: float = 6.0
-    rebalance_timeout_s: float = 6.0
-    # faust's web server (metrics, table views); 0 disables it.
-    web_port: int = 0
+    # How long a member may go between polls (librdkafka max.poll.interval.ms, at least 60 s).
+    rebalance_timeout_s: float = 60.0
     log_level: str = "info"
 
     # -- the applier (`sessionwatch apply`) --
@@ -127,19 +128,18 @@ class Settings:
             _check_host_port("bootstrap", host.strip())
         if self.store not in STORES:
             raise ConfigError(f"store: {self.store!r} is not one of {', '.join(STORES)}")
-        for name in ("partitions", "replication", "max_poll_records", "stream_buffer_maxsize",
-                     "fetch_max_wait_ms"):
+        for name in ("partitions", "replication", "fetch_max_wait_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be a positive whole number")
-        if not 0 <= self.web_port <= 65535:
-            raise ConfigError("web_port: must be 0 (off) or a TCP port")
         for name in ("session_timeout_s", "rebalance_timeout_s"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1 second")
         if self.session_ttl_s < 60:
             raise ConfigError("session_ttl_s: must be at least 60 seconds")
-        if self.state_flush_s <= 0:
-            raise ConfigError("state_flush_s: must be a positive number of seconds")
+        if self.allowed_lateness_s < 0:
+            raise ConfigError("allowed_lateness_s: 0 or more seconds")
+        if self.commit_interval_s <= 0:
+            raise ConfigError("commit_interval_s: must be a positive number of seconds")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"

@@ -11,6 +11,11 @@ from streams.routing import by_source_topic, by_user_topic
 
 log = logging.getLogger("sessionwatch.topics")
 
+# Set on every topic we create. Apache Kafka fills in broker defaults when a client asks for a
+# topic's config; the embedded broker (Tansu 0.6) returns only what was given at creation, and
+# Quix Streams reads retention.ms/.bytes of the input topics to configure its changelogs.
+RETENTION_CONFIG = {"retention.ms": str(7 * 86400 * 1000), "retention.bytes": "-1"}
+
 
 def ensure_topics(
     bootstrap: list[str], partitions: int, replication: int = 1, timeout_s: float = 30.0,
@@ -45,7 +50,8 @@ def ensure_topics(
         created = []
         for topic in missing:
             try:
-                admin.create_topics([NewTopic(topic, partitions, replication)])
+                admin.create_topics([NewTopic(topic, partitions, replication,
+                                              topic_configs=RETENTION_CONFIG)])
                 created.append(topic)
             except TopicAlreadyExistsError:
                 pass
@@ -56,12 +62,13 @@ def ensure_topics(
         if actual != partitions:
             log.info("%s exists with %d partitions; using that (not %d)", EVENTS_TOPIC, actual,
                      partitions)
-        # The repartition topics feed the user and source agents; their tables are partitioned
+        # The repartition topics feed the user and source stages; their state is partitioned
         # like the events topic, so these must be too.
         for topic in (by_user_topic(app_id), by_source_topic(app_id)):
             if topic not in existing:
                 try:
-                    admin.create_topics([NewTopic(topic, actual, replication)])
+                    admin.create_topics([NewTopic(topic, actual, replication,
+                                                  topic_configs=RETENTION_CONFIG)])
                 except TopicAlreadyExistsError:
                     pass
         return actual

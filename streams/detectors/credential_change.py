@@ -7,6 +7,12 @@ knows for the user, and keep the session that made the change (`keep_current`), 
 just changed a password is not thrown out. A tenant that wants everything gone, including
 sessions the worker never saw, sets the action to `revoke_user` (a user-scope revocation with
 `not_before` = the change: every session authenticated before it is revoked).
+
+Decided on arrival, in event time: "the other sessions" are the user's sessions that logged in
+before the change, ended since or not (ending an ended session changes nothing for its user, and
+leaving it out would make the decision depend on whether its logout arrived first). A login
+that arrives after the change but happened before it is ended as it arrives, under the change's
+own id, so every interleaving of the partitions gives the same revocations.
 """
 
 from __future__ import annotations
@@ -44,14 +50,17 @@ class CredentialChange(UserDetector):
     Params = CredentialChangeParams
     actions = (REVOKE, REVOKE_USER, ALERT)
     default_action = REVOKE
+    on_arrival = True
+    judges = EventType.CREDENTIAL_CHANGED
 
     def evaluate(self, ctx: UserContext, params: CredentialChangeParams) -> Signal | None:
         event = ctx.event
         if event.type is not EventType.CREDENTIAL_CHANGED:
             return None
-        known = ctx.previous.sessions if ctx.previous is not None else []
-        others = tuple(s.session for s in known
-                       if not (params.keep_current and s.session == event.session))
+        others = tuple(dict.fromkeys(
+            login.session for login in ctx.logins
+            if login.session is not None
+            and not (params.keep_current and login.session == event.session)))
         what = str(event.attrs.get("credential", "credential"))[:32] if event.attrs else "credential"
         return Signal(
             Severity.HIGH,

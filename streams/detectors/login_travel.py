@@ -7,6 +7,11 @@ only between logins of *different* sessions; within one country a mobile carrier
 not evidence (low), as in the session detector. Travellers who fly and log in on landing move at
 well under 900 km/h door to door. Default action `step_up`: the new session must pass a second
 factor; the user's existing sessions are left alone.
+
+Decided on arrival against every earlier login the user state keeps (not only the previous one),
+taking the most severe pair: the pairs can only grow as logins arrive, in whatever order, so a
+login judged again when an earlier one arrives late ends with the same verdict as in event-time
+order. (Against the previous login only, a late login in between would change the verdict.)
 """
 
 from __future__ import annotations
@@ -54,32 +59,45 @@ class LoginTravel(UserDetector):
     actions = (STEP_UP, REVOKE, ALERT)
     default_action = STEP_UP
 
+    on_arrival = True
+    judges = EventType.AUTHENTICATED
+
     def evaluate(self, ctx: UserContext, params: LoginTravelParams) -> Signal | None:
         event = ctx.event
-        last = ctx.previous.last_login if ctx.previous is not None else None
         loc = ctx.location
-        if (event.type is not EventType.AUTHENTICATED or last is None or loc is None
-                or loc.coarse or last.lat is None or last.lon is None
-                or last.session == event.session):
+        if event.type is not EventType.AUTHENTICATED or loc is None or loc.coarse:
             return None
-        t = travel(last.lat, last.lon, last.accuracy_km or 0.0, loc.lat, loc.lon, loc.accuracy_km,
-                   event.time.timestamp() - last.at, params.min_elapsed_s)
-        if t.effective_km < params.min_km or t.kmh <= params.max_kmh:
-            return None
-        anonymised = last.kind in ("vpn", "tor") or ctx.network.kind in ("vpn", "tor")
-        # Carrier geolocation is wrong by whole regions: within a country it is not evidence.
-        carrier = (ctx.network.country == last.country
-                   and "mobile" in (last.kind, ctx.network.kind))
-        return Signal(
-            Severity.LOW if anonymised or carrier else Severity.HIGH,
-            f"Login from {ctx.network.city or ctx.network.country} {t.km:.0f} km from the "
-            f"previous login in {last.city or last.country}, {t.hours * 60:.0f} min later "
-            f"({t.kmh:.0f} km/h)",
-            {"from_country": last.country, "to_country": ctx.network.country, "carrier": carrier,
-             "km": round(t.km), "tolerance_km": round(t.tolerance_km),
-             "minutes": round(t.hours * 60, 1), "kmh": round(t.kmh),
-             "anonymising_network": anonymised},
-        )
+        at = event.time.timestamp()
+        worst: tuple[int, float, Signal] | None = None
+        for last in ctx.state.logins:
+            if (last.at, last.event_id) >= (at, event.id):
+                break  # logins are kept in event-time order: the rest came later
+            if last.lat is None or last.lon is None or last.session == event.session:
+                continue
+            t = travel(last.lat, last.lon, last.accuracy_km or 0.0, loc.lat, loc.lon,
+                       loc.accuracy_km, at - last.at, params.min_elapsed_s)
+            if t.effective_km < params.min_km or t.kmh <= params.max_kmh:
+                continue
+            anonymised = last.kind in ("vpn", "tor") or ctx.network.kind in ("vpn", "tor")
+            # Carrier geolocation is wrong by whole regions: within a country it is not evidence.
+            carrier = (ctx.network.country == last.country
+                       and "mobile" in (last.kind, ctx.network.kind))
+            severity = Severity.LOW if anonymised or carrier else Severity.HIGH
+            signal = Signal(
+                severity,
+                f"Login from {ctx.network.city or ctx.network.country} {t.km:.0f} km from an "
+                f"earlier login in {last.city or last.country}, {t.hours * 60:.0f} min before "
+                f"({t.kmh:.0f} km/h)",
+                {"from_country": last.country, "to_country": ctx.network.country,
+                 "carrier": carrier, "km": round(t.km), "tolerance_km": round(t.tolerance_km),
+                 "minutes": round(t.hours * 60, 1), "kmh": round(t.kmh),
+                 "anonymising_network": anonymised},
+            )
+            # The most severe pair; among equals the nearest in time (the clearest evidence).
+            rank = (severity.rank, last.at)
+            if worst is None or rank > worst[:2]:
+                worst = (*rank, signal)
+        return worst[2] if worst is not None else None
 
     examples = (
         Example(

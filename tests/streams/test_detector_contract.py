@@ -35,10 +35,12 @@ def run_example(enricher, detector: type[Detector], example: Example):
     for other in example.with_detectors:
         rules[other] = DetectorRule()
     runner = LocalRunner(policy=Policy(default=TenantPolicy(detectors=rules)), enricher=enricher)
-    out = ([], [])
-    for event in example.events():
-        out = runner.process(event)
-    return out
+    findings, revocations = [], []
+    for event in [*example.events(), None]:
+        found, decided = runner.process(event) if event is not None else runner.finish()
+        findings += found
+        revocations += decided
+    return findings, revocations
 
 
 @pytest.mark.parametrize(("detector", "example"), CASES, ids=IDS)

@@ -22,6 +22,7 @@ def test_the_same_events_give_the_same_revocation_ids(enricher):
         for event in sim.events:
             _, revocations = runner.process(event)
             ids += [r.id for r in revocations]
+        ids += [r.id for r in runner.finish()[1]]
         runs.append(ids)
     assert runs[0] == runs[1]
     assert len(runs[0]) > 20  # the simulation's attacks were decided on
@@ -30,11 +31,12 @@ def test_the_same_events_give_the_same_revocation_ids(enricher):
 def test_redelivered_events_change_nothing(enricher):
     sim = simulate(users=60, seed=9)
     once, twice = LocalRunner(enricher=enricher), LocalRunner(enricher=enricher)
-    a = [r.id for e in sim.events for r in once.process(e)[1]]
+    a = [r.id for e in sim.events for r in once.process(e)[1]] + [r.id for r in once.finish()[1]]
     b = []
     for event in sim.events:
         b += [r.id for r in twice.process(event)[1]]
-        twice.process(event)  # at-least-once: the same event again
+        b += [r.id for r in twice.process(event)[1]]  # at-least-once: the same event again
+    b += [r.id for r in twice.finish()[1]]
     # session-stage redeliveries are dropped by id; source windows count distinct items.
     assert sorted(set(b)) == sorted(set(a))
 
@@ -51,7 +53,8 @@ def test_source_state_stays_bounded_under_a_flood_of_addresses(enricher):
                       ip=str(ipaddress.ip_address(base + (i * 7919) % 65_536)),
                       user_agent="curl/8.5.0")
         blocks += [r for r in runner.process(event)[1] if r.scope is Scope.SOURCE]
-    state = runner.sources.state
+    blocks += [r for r in runner.finish()[1] if r.scope is Scope.SOURCE]
+    state = runner.sources.pipeline.state
     assert len(state.addresses) <= MAX_ADDRESSES
     assert len(state.prefixes) <= MAX_PREFIXES
     assert all(len(c.rejected.items) <= WINDOW_CAP for c in state.networks.values())

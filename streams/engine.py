@@ -1,0 +1,278 @@
+"""The stream engine wiring: one Quix Streams application, three stages, the topics between them.
+
+    sessionwatch.events ──► session stage (state per session) ──► findings, revocations
+                                 ├──► <app_id>-by-user   ──► user stage (state per tenant+user)
+                                 └──► <app_id>-by-source ──► source stage (windows per network)
+
+Kafka consumer groups are the distributed engine: every worker process with the same `app_id`
+takes a share of the partitions (at most one process per partition). Quix Streams gives each
+stage's state a RocksDB (or memory) store per partition with a changelog topic, recovers it when
+a partition moves, and commits input offsets only after the outputs and changelog records of a
+checkpoint are confirmed (at-least-once). The stages are plain callables (streams/*_stage.py) that
+this module hands to Quix; all judgement is in the pure pipelines they call.
+
+Two things Quix does not do the way this deployment needs, done here in one place:
+- the embedded broker under-reports log ends in ListOffsets, which Quix's recovery compares
+  positions with; the consumer reads true ends instead (streams/log_end.py);
+- the stages keep per-partition memory (the source windows) that must be dropped when a
+  partition is revoked; the application calls the stages' hooks on assign and revoke.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import TopicPartition
+from quixstreams import Application, message_context
+from quixstreams.internal_consumer import InternalConsumer
+from quixstreams.models import TopicConfig
+from quixstreams.state.memory import MemoryStore
+from quixstreams.state.rocksdb import RocksDBStore
+
+from producers.contract import (
+    DEADLETTER_TOPIC,
+    EVENTS_TOPIC,
+    FINDINGS_TOPIC,
+    REVOCATIONS_TOPIC,
+)
+from streams.enrich import Enricher
+from streams.log_end import LogEnds
+from streams.outputs import Output, dead_letter
+from streams.pipeline import SessionPipeline
+from streams.policy import Policy
+from streams.routing import by_source_topic, by_user_topic
+from streams.session_stage import SessionStage
+from streams.settings import Settings
+from streams.source_pipeline import SourcePipeline
+from streams.source_order import OrderedSource
+from streams.source_stage import SourceStage
+from streams.stats import WorkerStats
+from streams.topics import RETENTION_CONFIG
+from streams.user_pipeline import UserPipeline
+from streams.user_stage import UserStage
+
+log = logging.getLogger("sessionwatch.worker")
+
+
+class _TrueEndConsumer(InternalConsumer):
+    """Quix's consumer, reading log ends from Fetch responses rather than ListOffsets.
+
+    Quix recovers a state partition up to its changelog's high watermark and refuses to start
+    when the local store claims an offset at or past it. With Tansu's ListOffsets (the newest
+    batch's base offset + 1) recovery would stop before the last batch - losing state updates -
+    and a warm restart would be refused as "invalid offset".
+    """
+
+    log_ends: LogEnds | None = None
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:
+        low, high = super().get_watermark_offsets(partition, timeout=timeout, cached=cached)
+        if cached or high <= low or self.log_ends is None:
+            return low, high
+        return self.log_ends.watermarks(partition.topic, partition.partition)
+
+
+class _Application(Application):
+    """Quix's Application with assign/revoke hooks and the true-end consumer."""
+
+    def __init__(self, *args: Any, on_assign: Callable[[list[TopicPartition]], None],
+                 on_revoke: Callable[[list[TopicPartition]], None], **kwargs: Any) -> None:
+        self._sw_on_assign = on_assign
+        self._sw_on_revoke = on_revoke
+        super().__init__(*args, **kwargs)
+        consumer = self._consumer
+        assert isinstance(consumer, _TrueEndConsumer)
+        consumer.log_ends = LogEnds(self.config.broker_address.as_librdkafka_dict())
+
+    def _get_internal_consumer(self, on_error: Any = None,
+                               extra_config_overrides: dict[str, Any] | None = None) -> Any:
+        extra = {**self._config.consumer_extra_config, **(extra_config_overrides or {})}
+        return _TrueEndConsumer(
+            broker_address=self._config.broker_address,
+            consumer_group=self._config.consumer_group,
+            auto_offset_reset=self._config.auto_offset_reset,
+            auto_commit_enable=False,
+            max_partition_buffer_size=self._config.max_partition_buffer_size,
+            extra_config=extra,
+            on_error=on_error,
+        )
+
+    def _on_assign(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
+        super()._on_assign(consumer, topic_partitions)
+        self._sw_on_assign(topic_partitions)
+
+    def _on_revoke(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
+        try:
+            super()._on_revoke(consumer, topic_partitions)
+        finally:
+            self._sw_on_revoke(topic_partitions)
+
+    def _on_lost(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
+        try:
+            super()._on_lost(consumer, topic_partitions)
+        finally:
+            self._sw_on_revoke(topic_partitions)
+
+    def add_periodic_task(self, task: Callable[[], None]) -> None:
+        """Run `task` on every pass of the processing loop (between messages)."""
+        self._dataframe_registry.register_periodic_task(task)
+
+    @property
+    def recovering(self) -> bool:
+        return bool(self._state_manager.recovery_required)
+
+
+@dataclass
+class Worker:
+    app: _Application
+    stats: WorkerStats
+    session_stage: SessionStage
+    user_stage: UserStage
+    source_stage: SourceStage
+    assignment: set[tuple[str, int]] = field(default_factory=set)
+
+    def run(self) -> None:
+        self.app.run()
+
+
+def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
+    policy = policy or Policy()
+    enricher = Enricher(city_db=settings.city_db or None, asn_db=settings.asn_db or None)
+    # GeoIP files and ua-parser's matchers load now, not on the first event (~0.5 s measured).
+    enricher.client("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0.0.0 Safari/537.36")
+    enricher.network("8.8.8.8")
+    stats = WorkerStats()
+    by_user, by_source = by_user_topic(settings.app_id), by_source_topic(settings.app_id)
+    assignment: set[tuple[str, int]] = set()
+    ready = {"pending": False}
+    holder: dict[str, Any] = {}
+
+    def on_assign(tps: list[TopicPartition]) -> None:
+        assignment.update((tp.topic, tp.partition) for tp in tps)
+        ready["pending"] = True
+
+    def on_revoke(tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            assignment.discard((tp.topic, tp.partition))
+            if tp.topic == by_source:
+                holder["source_stage"].revoke(tp.partition)
+            elif tp.topic == by_user:
+                holder["user_stage"].revoke(tp.partition)
+        ready["pending"] = True
+
+    app = _Application(
+        broker_address=",".join(settings.bootstrap_servers),
+        consumer_group=settings.app_id,
+        auto_offset_reset="earliest",
+        commit_interval=settings.commit_interval_s,
+        state_dir=str(settings.data_dir / "state"),
+        processing_guarantee="at-least-once",
+        loglevel=None,  # our logging config applies (sessionwatch/cli.py)
+        consumer_poll_timeout=0.05,
+        consumer_extra_config={
+            # Tansu holds a fetch that finds no data for the whole wait: bound it (latency).
+            "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+            "session.timeout.ms": int(settings.session_timeout_s * 1000),
+            "heartbeat.interval.ms": max(int(settings.session_timeout_s * 200), 100),
+            "max.poll.interval.ms": int(settings.rebalance_timeout_s * 1000),
+        },
+        producer_extra_config={"linger.ms": 1},
+        on_processing_error=lambda exc, row, _log: _processing_error(produce, exc, row),
+        on_assign=on_assign,
+        on_revoke=on_revoke,
+    )
+    topic_config = TopicConfig(num_partitions=settings.partitions,
+                               replication_factor=settings.replication,
+                               extra_config=dict(RETENTION_CONFIG))
+    topics = {name: app.topic(name, value_deserializer="bytes", key_deserializer="bytes",
+                              value_serializer="bytes", key_serializer="bytes", config=topic_config)
+              for name in (EVENTS_TOPIC, FINDINGS_TOPIC, REVOCATIONS_TOPIC, DEADLETTER_TOPIC,
+                           by_user, by_source)}
+    store_type = MemoryStore if settings.store == "memory" else RocksDBStore
+    sessions = app.dataframe(topics[EVENTS_TOPIC])
+    users = app.dataframe(topics[by_user])
+    sources = app.dataframe(topics[by_source])
+    for sdf in (sessions, users):
+        sdf.register_store(store_type=store_type)
+    # Outputs go to Quix's own producer: flushed, like the changelogs, before a checkpoint
+    # commits the input offsets (at-least-once), without a Row and serializer per record.
+    producer = sessions.processing_context.producer
+
+    def produce(outputs: list[Output]) -> None:
+        for out in outputs:
+            producer.produce(topic=out.topic, key=out.key, value=out.value)
+
+    def user_state_for(partition: int, key: bytes) -> Any:
+        tx = users.processing_context.checkpoint.get_store_transaction(
+            stream_id=users.stream_id, partition=partition)
+        return tx.as_state(prefix=key)
+
+    session_stage = SessionStage(
+        SessionPipeline(enricher, policy, session_ttl_s=settings.session_ttl_s), enricher, stats,
+        by_user, by_source)
+    user_stage = UserStage(UserPipeline(enricher, policy), stats, by_user,
+                           settings.allowed_lateness_s, user_state_for)
+    source_stage = SourceStage(
+        lambda: OrderedSource(SourcePipeline(enricher, policy), settings.allowed_lateness_s),
+        stats, by_source)
+    holder.update(user_stage=user_stage, source_stage=source_stage)
+
+    def session_step(value: Any, key: Any, _ts: int, _headers: Any, state: Any) -> None:
+        ctx = message_context()
+        produce(session_stage(value, key, ctx.partition, ctx.offset, state))
+
+    def user_step(value: Any, key: Any, _ts: int, _headers: Any, state: Any) -> None:
+        ctx = message_context()
+        produce(user_stage(value, key, ctx.partition, ctx.offset, state))
+
+    def source_step(value: Any, key: Any, _ts: int, _headers: Any) -> None:
+        ctx = message_context()
+        produce(source_stage(value, key, ctx.partition, ctx.offset))
+
+    sessions.update(session_step, stateful=True, metadata=True)
+    users.update(user_step, stateful=True, metadata=True)
+    sources.update(source_step, metadata=True)
+
+    worker = Worker(app=app, stats=stats, session_stage=session_stage, user_stage=user_stage,
+                    source_stage=source_stage, assignment=assignment)
+    last = {"at": time.monotonic(), "received": 0, "tick": 0.0}
+
+    def periodic() -> None:
+        now = time.monotonic()
+        if ready["pending"] and not app.recovering:
+            ready["pending"] = False
+            inputs = sorted(f"{t}[{p}]" for t, p in assignment
+                            if t in (EVENTS_TOPIC, by_user, by_source))
+            log.info("worker: ready, %d input partition(s): %s", len(inputs),
+                     ", ".join(inputs) or "none")
+        if now - last["tick"] >= 0.05 and not app.recovering:
+            last["tick"] = now
+            produce(user_stage.tick())
+            produce(source_stage.tick())
+        if now - last["at"] >= 30.0:
+            rate = (stats.received - last["received"]) / (now - last["at"])
+            last.update(at=now, received=stats.received)
+            log.info("stats: %s, %.0f events/s, waiting for lateness: %d users, %d source events",
+                     stats.line(), rate, user_stage.waiting(), source_stage.waiting())
+
+    app.add_periodic_task(periodic)
+    return worker
+
+
+def _processing_error(produce: Callable[[list[Output]], None], exc: Exception, row: Any) -> bool:
+    """Last line of defence: the stages catch their own errors, so anything that still escapes
+    (a bug in the wiring) is logged with its position and the message dead-lettered; the
+    worker goes on."""
+    if row is None:
+        log.error("unhandled processing error: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        return True
+    log.error("unhandled processing error at %s[%d]@%d: %s: %s", row.topic, row.partition,
+              row.offset, type(exc).__name__, exc, exc_info=exc)
+    produce([dead_letter(row.topic, row.partition, row.offset, row.key, row.value,
+                         "processing_error", f"{type(exc).__name__}: {exc}")])
+    return True

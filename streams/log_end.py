@@ -1,0 +1,71 @@
+"""The end of a partition's log as Fetch responses report it, not as ListOffsets does.
+
+The embedded broker (Tansu 0.6) answers ListOffsets - librdkafka's `get_watermark_offsets`,
+aiokafka's `end_offsets` - with the base offset of the newest record batch + 1, not the log end:
+20 records in two batches of 10 report an end of 11 (`benchmarks/tansu_list_offsets.py`
+reproduces it). The high watermark in a Fetch response is right, and fetching from inside a batch
+works. So anything that compares a position with the end of a log - state recovery, lag,
+"caught up" checks - reads the end here: ListOffsets for a lower bound, then one fetch from just
+below it, whose response carries the true high watermark. Against Apache Kafka both agree and the
+fetch costs one round trip.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+
+class LogEnds:
+    """Reads true log ends with one private, group-less consumer (never commits)."""
+
+    def __init__(self, config: Mapping[str, Any], timeout_s: float = 10.0) -> None:
+        conf = {k: v for k, v in config.items()
+                if k.startswith(("bootstrap.", "security.", "ssl.", "sasl."))}
+        conf.update({"group.id": f"sessionwatch-log-end-{uuid.uuid4()}",
+                     "enable.auto.commit": False, "enable.partition.eof": False,
+                     "fetch.wait.max.ms": 10, "log_level": 3})
+        self._consumer = Consumer(conf)
+        self._timeout_s = timeout_s
+
+    def watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        """(low, high) of one partition; high is the offset after the last record."""
+        return self.many([(topic, partition)])[(topic, partition)]
+
+    def many(self, partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+        listed: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic, partition in partitions:
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=self._timeout_s)
+            listed[(topic, partition)] = (low, high)
+        # Only a non-empty partition can hide records past the reported end.
+        probe = {tp: lh for tp, lh in listed.items() if lh[1] > lh[0]}
+        if not probe:
+            return listed
+        self._consumer.assign([TopicPartition(t, p, high - 1) for (t, p), (_, high) in probe.items()])
+        try:
+            waiting = set(probe)
+            deadline = time.monotonic() + self._timeout_s
+            while waiting and time.monotonic() < deadline:
+                for msg in self._consumer.consume(num_messages=500, timeout=0.2):
+                    if msg.error() is None:
+                        waiting.discard((msg.topic(), msg.partition()))
+            for tp, (low, high) in probe.items():
+                _, fetched = self._consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+                listed[tp] = (low, max(high, fetched))
+        finally:
+            self._consumer.unassign()
+        return listed
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> LogEnds:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

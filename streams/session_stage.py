@@ -1,0 +1,102 @@
+"""The session stage: `sessionwatch.events` -> per-session state -> findings, revocations, forwards.
+
+Quix Streams calls it once per message with the session's state (RocksDB or memory, keyed by the
+message key = the session hash, changelogged by Quix). It decodes, calls the pure session pipeline
+(streams/pipeline.py), and returns the records to produce: findings, revocations, and what the
+user and source stages need (streams/routing.py). Malformed input and processing errors become
+dead-letter records; nothing here raises for one message.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from producers.contract import EVENTS_TOPIC, Scope, decode_event
+from producers.errors import InvalidEvent
+from streams.enrich import Enricher
+from streams.outputs import Output, dead_letter, finding_output, revocation_output
+from streams.pipeline import SessionPipeline
+from streams.routing import for_source, for_user, revocation_for_user
+from streams.source_pipeline import source_key
+from streams.state import dump_state, load_state
+from streams.stats import WorkerStats
+
+log = logging.getLogger("sessionwatch.worker")
+
+STATE_KEY = b"s"   # the session's state under its message key
+
+
+class SessionStage:
+    def __init__(self, pipeline: SessionPipeline, enricher: Enricher, stats: WorkerStats,
+                 by_user: str, by_source: str) -> None:
+        self.pipeline = pipeline
+        self.enricher = enricher
+        self.stats = stats
+        self.by_user = by_user
+        self.by_source = by_source
+
+    def __call__(self, value: Any, key: bytes | None, partition: int, offset: int,
+                 state: Any) -> list[Output]:
+        stats = self.stats
+        stats.received += 1
+        try:
+            if value is None:
+                raise InvalidEvent("not_json", "the message has no value (a tombstone)")
+            event = decode_event(value)
+        except InvalidEvent as exc:
+            stats.deadlettered += 1
+            log.warning("dead-lettered %s[%d]@%d: %s: %s", EVENTS_TOPIC, partition, offset,
+                        exc.code, exc.detail[:200])
+            return [dead_letter(EVENTS_TOPIC, partition, offset, key, value, exc.code, exc.detail)]
+        out: list[Output] = []
+        session_state = None
+        if event.session is not None:
+            session_key = event.session.encode()
+            if key != session_key:
+                # State lives on the session's partition; a producer that keyed by something
+                # else would split it, so the event goes back under its session's key.
+                stats.rekeyed += 1
+                return [Output(EVENTS_TOPIC, session_key, value)]
+            try:
+                raw = state.get_bytes(STATE_KEY)
+                previous = load_state(raw) if raw is not None else None
+                outcome = self.pipeline.process(event, previous, datetime.now(UTC))
+            except Exception as exc:  # a bug in a detector must not stop the worker
+                log.exception("processing failed at %s[%d]@%d", EVENTS_TOPIC, partition, offset)
+                stats.deadlettered += 1
+                return [dead_letter(EVENTS_TOPIC, partition, offset, key, value,
+                                    "processing_error", f"{type(exc).__name__}: {exc}")]
+            if outcome.duplicate:
+                stats.duplicates += 1
+                return out
+            session_state = outcome.state
+            stats.processed += 1
+            for finding in outcome.findings:
+                out.append(finding_output(finding))
+            for revocation in outcome.revocations:
+                out.append(revocation_output(revocation))
+                log.info("%s %s %s… (%s) on event %s", revocation.action.value,
+                         revocation.scope.value,
+                         (revocation.session or revocation.user or revocation.source or "")[:12],
+                         ", ".join(r.detector for r in revocation.reasons), event.id)
+                note = revocation_for_user(revocation) if revocation.scope is Scope.SESSION \
+                    else None
+                if note is not None:
+                    out.append(Output(self.by_user, note[0], note[1]))
+            stats.findings += len(outcome.findings)
+            stats.revocations += len(outcome.revocations)
+        else:
+            stats.sessionless += 1
+            stats.processed += 1
+        # for_user / for_source may mark a heartbeat in the state: write it after them.
+        forward = for_user(event, value, session_state)
+        if forward is not None:
+            out.append(Output(self.by_user, forward[0], forward[1]))
+        if for_source(event, session_state):
+            network = self.enricher.network(event.ip)
+            out.append(Output(self.by_source, source_key(event, network.asn), value))
+        if session_state is not None:
+            state.set_bytes(STATE_KEY, dump_state(session_state))
+        return out

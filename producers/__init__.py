@@ -1,7 +1,7 @@
 """The part of sessionwatch that lives inside web apps: the event contract, token hashing, the SDK.
 
 Light on dependencies on purpose (kafka-python, crc32c, msgspec): a web app that emits events
-must not pull in faust, scikit-learn or chDB.
+must not pull in the stream engine, scikit-learn or chDB.
 """
 
 from producers.client import ClientStats, SessionwatchClient

@@ -73,8 +73,8 @@ def consume_outputs(bootstrap: str, received: Received, stop: threading.Event) -
 
 
 def wait_caught_up(bootstrap: str, app_id: str, timeout_s: float = 60.0) -> bool:
-    """True once the worker's committed offsets reach the end offsets on the events topic and
-    on its own repartition topics (the user and source agents decide after the session agent)."""
+    """True once the worker's committed offsets reach the end of the events topic and of its
+    own repartition topics (the user and source stages read after the session stage)."""
     from streams.routing import by_source_topic, by_user_topic
 
     return wait_group_caught_up(bootstrap, app_id,
@@ -84,27 +84,11 @@ def wait_caught_up(bootstrap: str, app_id: str, timeout_s: float = 60.0) -> bool
 
 def wait_group_caught_up(bootstrap: str, group: str, topics: list[str],
                          timeout_s: float = 60.0) -> bool:
-    """True once `group`'s committed offsets reach the end offsets of every partition."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    """True once `group`'s committed offsets reach the true end of every partition (fetched high
+    watermarks: the embedded broker's ListOffsets under-reports the end, streams/log_end.py)."""
+    from streams.log_end import wait_caught_up as wait
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    probe = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        parts = [TopicPartition(topic, p) for topic in topics
-                 for p in sorted(probe.partitions_for_topic(topic) or {0})]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ends = probe.end_offsets(parts)
-            committed = admin.list_group_offsets({group: parts}).get(group, {})
-            # A partition that never got data has no committed offset and nothing to catch up.
-            if all(ends[tp] == 0 or (tp in committed and committed[tp].offset >= ends[tp])
-                   for tp in parts):
-                return True
-            time.sleep(0.25)
-        return False
-    finally:
-        admin.close()
-        probe.close()
+    return wait(bootstrap, group, topics, timeout_s)
 
 
 def score(plan: Plan, hasher: TokenHasher, sent: dict[str, float], received: Received,
@@ -177,7 +161,8 @@ def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None,
             if bootstrap is None:
                 broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
                 bootstrap = broker.bootstrap
-            worker = WorkerProcess(bootstrap, workdir / "worker.log")
+            worker = WorkerProcess(bootstrap, workdir / "worker.log",
+                                   data_dir=str(workdir / "state"))
             archive_dir = archive_dir.resolve()
             archiver = ArchiverProcess(bootstrap, workdir / "archive.log",
                                        archive_group=DEMO_ARCHIVE_GROUP, chdb_dir=str(archive_dir))

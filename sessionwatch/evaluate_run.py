@@ -77,49 +77,26 @@ def consume(bootstrap: str, observed: Observed, stop: threading.Event, start_off
 
 
 def end_offsets(bootstrap: str, topics: tuple[str, ...]) -> dict[Any, int]:
-    from kafka import KafkaConsumer, TopicPartition
+    """Where each partition of `topics` ends now (true ends: streams/log_end.py)."""
+    from kafka import TopicPartition
 
-    probe = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        parts = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or {0})]
-        return dict(probe.end_offsets(parts))
-    finally:
-        probe.close()
+    from streams.log_end import group_positions
+
+    positions = group_positions(bootstrap, "sessionwatch-evaluate-probe", topics)
+    return {TopicPartition(t, p): end for (t, p), (_, end) in positions.items()}
 
 
 def wait_group_caught_up(bootstrap: str, app_id: str, timeout_s: float, settle_s: float = 1.5) -> bool:
-    """True once the group's committed offsets on every topic-partition it has committed (events and
-    internal repartition topics alike) reach the end offsets, and stay there for `settle_s`."""
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    """True once the worker's committed offsets reach the end of the events topic and of its
+    repartition topics, and stay there for `settle_s` (decisions the user and source stages hold
+    for the allowed lateness come out within about a second of a quiet input after a replay of
+    past events: streams/event_clock.py)."""
+    from streams.log_end import wait_caught_up
+    from streams.routing import by_source_topic, by_user_topic
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    probe = KafkaConsumer(bootstrap_servers=bootstrap)
-    events = [TopicPartition(EVENTS_TOPIC, p)
-              for p in sorted(probe.partitions_for_topic(EVENTS_TOPIC) or {0})]
-    deadline = time.monotonic() + timeout_s
-    stable_since: float | None = None
-    last: dict[Any, int] = {}
-    try:
-        while time.monotonic() < deadline:
-            groups = admin.list_group_offsets({app_id: None})
-            committed = {tp: meta.offset for tp, meta in groups.get(app_id, {}).items()
-                         if meta.offset >= 0}
-            parts = sorted(set(committed) | set(events))
-            ends = probe.end_offsets(parts)
-            done = all(ends[tp] == 0 or committed.get(tp, -1) >= ends[tp] for tp in parts)
-            snapshot = {**committed, **{("end", tp): v for tp, v in ends.items()}}
-            if done and snapshot == last:
-                stable_since = stable_since or time.monotonic()
-                if time.monotonic() - stable_since >= settle_s:
-                    return True
-            else:
-                stable_since = None
-            last = snapshot
-            time.sleep(0.25)
-        return False
-    finally:
-        admin.close()
-        probe.close()
+    return wait_caught_up(bootstrap, app_id,
+                          [EVENTS_TOPIC, by_user_topic(app_id), by_source_topic(app_id)],
+                          timeout_s, settle_s)
 
 
 def send_events(bootstrap: str, events: list[Event], rate: float) -> dict[str, float]:
@@ -157,7 +134,8 @@ def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: s
             broker = EmbeddedBroker(log_path=workdir / f"broker-{app_id}.log").start()
             bootstrap = broker.bootstrap
         worker = WorkerProcess(bootstrap, workdir / f"worker-{app_id}.log", app_id=app_id,
-                               partitions=opts.partitions, policy=opts.policy)
+                               partitions=opts.partitions, policy=opts.policy,
+                               data_dir=str(workdir / f"state-{app_id}"))
         worker.wait_ready()
         # On a shared broker, read only what this pass produces.
         starts = end_offsets(bootstrap, (REVOCATIONS_TOPIC, FINDINGS_TOPIC)) if opts.bootstrap else None

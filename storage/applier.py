@@ -42,7 +42,7 @@ class ApplyOptions:
     backoff_max_s: float = 10.0
     # How often each sink's counters are logged.
     report_every_s: float = 30.0
-    # faust/aiokafka group timeouts, short as for the worker (Tansu holds JoinGroup that long).
+    # aiokafka group timeouts, short as for the worker (Tansu holds JoinGroup that long).
     session_timeout_ms: int = 6000
     fetch_max_wait_ms: int = 20
 

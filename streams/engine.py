@@ -126,6 +126,10 @@ class _Application(Application):
     def recovering(self) -> bool:
         return bool(self._state_manager.recovery_required)
 
+    @property
+    def consumer(self) -> InternalConsumer:
+        return self._consumer
+
 
 @dataclass
 class Worker:
@@ -137,6 +141,9 @@ class Worker:
     assignment: set[tuple[str, int]] = field(default_factory=set)
 
     def run(self) -> None:
+        from streams import diagnostics
+
+        diagnostics.install(self)
         self.app.run()
 
 

@@ -1,18 +1,15 @@
-"""Which events the session agent forwards to the user and source agents, and under which keys.
+"""Which events the session stage forwards to the user and source stages, and under which keys.
 
-Ordering: the user and source agents see one user's (one network's) events merged from every
-session partition. Live traffic arrives in near event-time order, but a worker replaying a
-backlog runs partitions at different paces, so user-stage decisions (concurrent sessions, login
-travel) and source-stage ones (which level of a flood crosses its threshold first) may differ
-from a live run; session-stage decisions do not. Source blocks are identified by source and block
-period rather than by the event that tipped them (streams/policy.py), which removes most of the
-difference. The in-process runner (streams/local.py) processes strictly in input order and is
-fully deterministic.
+The user and source stages see one user's (one network's) events merged from every session
+partition, in an order that depends on the partitions' pace; they decide in event time within
+the allowed lateness (streams/event_clock.py, streams/user_pipeline.py), so the interleaving
+does not change what they decide.
 
-Shared by the faust app (streams/app.py) and the in-process runner (streams/local.py), so both
-route exactly alike. The source agent sees every event (valid traffic is the baseline that keeps
-a busy NAT from looking like a flood); the user agent sees logins, ends, credential changes,
-failed logins, a heartbeat of each live session every `HEARTBEAT_S`, and session revocations.
+Shared by the worker's session stage (streams/session_stage.py) and the in-process runner
+(streams/local.py), so both route exactly alike. The source stage sees every event but a live
+session's repeated requests (valid traffic is the baseline that keeps a busy NAT from looking
+like a flood); the user stage sees logins, ends, credential changes, failed logins, a heartbeat
+of each live session every `HEARTBEAT_S`, and session revocations.
 """
 
 from __future__ import annotations
@@ -33,8 +30,8 @@ def user_key(tenant: str, user: str) -> bytes:
 
 
 def by_user_topic(app_id: str) -> str:
-    """The user agent's repartition topic. Per app id, like faust's changelogs: two deployments
-    (or a replaying second group) on one cluster must not feed each other's agents."""
+    """The user stage's repartition topic. Per app id, like the changelogs: two deployments (or a
+    replaying second group) on one cluster must not feed each other's stages."""
     return f"{app_id}-by-user"
 
 
@@ -42,15 +39,15 @@ def by_source_topic(app_id: str) -> str:
     return f"{app_id}-by-source"
 
 
-# Revocations forwarded to the user agent start like this (the contract encoder writes `schema`
+# Revocations forwarded to the user stage start like this (the contract encoder writes `schema`
 # first), which tells them from events without decoding twice.
 REVOCATION_PREFIX = b'{"schema":"sessionwatch.revocation/'
 
-# How often (event time) a live session's activity from the same prefix reaches the source agent:
+# How often (event time) a live session's activity from the same prefix reaches the source stage:
 # often enough that it counts among the source's live sessions (windows of >= 5 min) and that a
 # session used from a source blocked meanwhile is revoked within a minute.
 SOURCE_HEARTBEAT_S = 60.0
-# Activity the source agent needs only as a heartbeat; every other type it counts one by one.
+# Activity the source stage needs only as a heartbeat; every other type it counts one by one.
 _SOURCE_HEARTBEAT_TYPES = frozenset({EventType.ACTIVITY, EventType.REFRESHED})
 _USER_TYPES = frozenset({EventType.AUTHENTICATED, EventType.LOGOUT, EventType.EXPIRED,
                          EventType.CREDENTIAL_CHANGED, EventType.AUTH_FAILED})
@@ -58,7 +55,7 @@ _HEARTBEAT_TYPES = frozenset({EventType.ACTIVITY, EventType.REFRESHED})
 
 
 def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[bytes, bytes] | None:
-    """(key, value) to forward to the user agent, or None. May mark a heartbeat in `state`."""
+    """(key, value) to forward to the user stage, or None. May mark a heartbeat in `state`."""
     user = event.user or (state.user if state is not None else None)
     if user is None:
         return None
@@ -77,11 +74,11 @@ def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[byte
 
 
 def for_source(event: Event, state: SessionState | None) -> bool:
-    """Whether the source agent needs this event. May mark a heartbeat in `state`.
+    """Whether the source stage needs this event. May mark a heartbeat in `state`.
 
     Rejected tokens, new sessions, failed logins, logins and ends are what it counts; a live
     session's requests matter only as "this session is live here", so they go once per prefix
-    and `SOURCE_HEARTBEAT_S` (a long session's requests were most of the source agent's input).
+    and `SOURCE_HEARTBEAT_S` (a long session's requests were most of the source stage's input).
     """
     if event.type not in _SOURCE_HEARTBEAT_TYPES or state is None:
         return True
@@ -95,7 +92,7 @@ def for_source(event: Event, state: SessionState | None) -> bool:
 
 
 def revocation_for_user(revocation: Revocation) -> tuple[bytes, bytes] | None:
-    """A session revocation, for the user agent to stop counting the session as live."""
+    """A session revocation, for the user stage to stop counting the session as live."""
     if revocation.session is None or revocation.user is None:
         return None
     return user_key(revocation.tenant, revocation.user), encode(revocation)

@@ -36,6 +36,9 @@ class _Partition:
         self.clock = clock
         self.due = DueIndex()
 
+    def __len__(self) -> int:
+        return len(self.due)
+
 
 class UserStage:
     def __init__(self, pipeline: UserPipeline, stats: WorkerStats, topic: str,

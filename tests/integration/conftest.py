@@ -29,8 +29,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 @pytest.fixture(scope="session")
 def worker(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    proc = WorkerProcess(broker.bootstrap, log, app_id="sessionwatch-it", partitions=2)
+    where = tmp_path_factory.mktemp("worker")
+    proc = WorkerProcess(broker.bootstrap, where / "worker.log", app_id="sessionwatch-it",
+                         partitions=2, data_dir=str(where / "state"))
     try:
         proc.wait_ready()
         yield proc

@@ -36,12 +36,12 @@ def test_env_overrides_defaults():
         "SESSIONWATCH_BOOTSTRAP": "kafka:9092, kafka-2:9092",
         "SESSIONWATCH_PARTITIONS": "8",
         "SESSIONWATCH_DATA_DIR": "/var/lib/sessionwatch",
-        "SESSIONWATCH_STATE_FLUSH_S": "2.5",
+        "SESSIONWATCH_ALLOWED_LATENESS_S": "2.5",
     })
     assert settings.bootstrap_servers == ["kafka:9092", "kafka-2:9092"]
     assert settings.partitions == 8
     assert settings.data_dir == Path("/var/lib/sessionwatch")
-    assert settings.state_flush_s == 2.5
+    assert settings.allowed_lateness_s == 2.5
 
 
 def test_other_variables_are_ignored():
@@ -80,13 +80,14 @@ BAD = [
     ({"SESSIONWATCH_STORE": "redis"}, {}, "store:", "memory, rocksdb"),
     ({"SESSIONWATCH_PARTITIONS": "0"}, {}, "partitions:", "positive"),
     ({"SESSIONWATCH_REPLICATION": "-1"}, {}, "replication:", "positive"),
-    ({"SESSIONWATCH_WEB_PORT": "70000"}, {}, "web_port:", "port"),
+    ({"SESSIONWATCH_WEB_PORT": "8080"}, {}, "SESSIONWATCH_WEB_PORT:", "not a sessionwatch setting"),
     ({"SESSIONWATCH_PARTITIONS": "four"}, {}, "SESSIONWATCH_PARTITIONS:", "int"),
     ({}, {"partitions": "four"}, "--partitions:", "int"),
     ({"SESSIONWATCH_SESSION_TIMEOUT_S": "0.5"}, {}, "session_timeout_s:", "second"),
     ({"SESSIONWATCH_SESSION_TIMEOUT_S": "inf"}, {}, "SESSIONWATCH_SESSION_TIMEOUT_S:", "float"),
-    ({"SESSIONWATCH_STATE_FLUSH_S": "nan"}, {}, "SESSIONWATCH_STATE_FLUSH_S:", "float"),
-    ({"SESSIONWATCH_STATE_FLUSH_S": "0"}, {}, "state_flush_s:", "seconds"),
+    ({"SESSIONWATCH_ALLOWED_LATENESS_S": "nan"}, {}, "SESSIONWATCH_ALLOWED_LATENESS_S:", "float"),
+    ({"SESSIONWATCH_ALLOWED_LATENESS_S": "-1"}, {}, "allowed_lateness_s:", "seconds"),
+    ({"SESSIONWATCH_COMMIT_INTERVAL_S": "0"}, {}, "commit_interval_s:", "seconds"),
     ({"SESSIONWATCH_LOG_LEVEL": "loud"}, {}, "log_level:", "debug"),
     ({}, {"bogus": "1"}, "--bogus:", "not a sessionwatch setting"),
 ]

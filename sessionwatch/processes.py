@@ -43,6 +43,13 @@ class ChildProcess:
         text = self.log_path.read_bytes().decode("utf-8", "replace")
         return "\n".join(text.splitlines()[-lines:])
 
+    def kill(self) -> None:
+        """SIGKILL, no goodbye: what a crash or an OOM kill looks like to the group."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -63,9 +70,11 @@ class WorkerProcess(ChildProcess):
     ready_pattern = rb"worker: ready"
 
     def __init__(self, bootstrap: str, log_path: Path, app_id: str = "sessionwatch-demo",
-                 partitions: int = 2, policy: Path | None = None) -> None:
+                 partitions: int = 2, policy: Path | None = None, **settings: str) -> None:
+        """`settings`: more SESSIONWATCH_* variables without the prefix (store="rocksdb", ...)."""
         env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_APP_ID": app_id,
                "SESSIONWATCH_PARTITIONS": str(partitions), "SESSIONWATCH_LOG_LEVEL": "info"}
+        env.update({f"SESSIONWATCH_{k.upper()}": str(v) for k, v in settings.items()})
         args = ["worker"]
         if policy is not None:  # the worker reads --policy FILE (also SESSIONWATCH_POLICY)
             args += ["--policy", str(policy)]

@@ -8,9 +8,11 @@ only once every event that could change them has arrived: when the stage's newes
 more than `lateness` past them. Events then go through in (event time, id) order, so any
 interleaving within the allowed lateness gives the same decisions (ARCHITECTURE principle 7).
 
-When a stage's input goes quiet its clock follows the wall clock (after `idle_s`), so held
-decisions come out at most `lateness` + `idle_s` after the last event instead of waiting for
-traffic. That is the only place the wall clock enters; a replay at full speed never idles.
+When a stage's input has been quiet for `idle_s`, its clock is at least the wall clock (live
+events carry about the current time, so nothing older can still come unless an upstream
+partition lags by more than the lateness): held decisions come out once they are `lateness` old
+in wall time instead of waiting for more traffic, and at once for a replay of old events that
+has ended. That is the only place the wall clock enters; a replay at full speed never idles.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class EventClock:
     __slots__ = ("lateness", "idle_s", "newest", "_input_at", "_wall")
 
     def __init__(self, lateness_s: float, idle_s: float = 1.0,
-                 wall: Callable[[], float] = time.monotonic) -> None:
+                 wall: Callable[[], float] = time.time) -> None:
         self.lateness = lateness_s
         self.idle_s = idle_s
         self.newest = float("-inf")
@@ -42,13 +44,13 @@ class EventClock:
         return not late
 
     def final_before(self, idle: bool = True) -> float:
-        """Events strictly older than this are final. With `idle`, a quiet input's clock runs on
-        with the wall clock after `idle_s` (see the module docstring)."""
+        """Events strictly older than this are final. With `idle`, a quiet input's clock is at
+        least the wall clock (see the module docstring)."""
         now = self.newest
         if idle:
-            quiet = self._wall() - self._input_at - self.idle_s
-            if quiet > 0:
-                now += quiet
+            wall = self._wall()
+            if wall - self._input_at >= self.idle_s:
+                now = max(now, wall)
         return now - self.lateness
 
 

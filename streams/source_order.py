@@ -25,7 +25,7 @@ MAX_WAITING = 200_000
 
 class OrderedSource:
     def __init__(self, pipeline: SourcePipeline, lateness_s: float, idle_s: float = 1.0,
-                 wall: Callable[[], float] = time.monotonic, max_waiting: int = MAX_WAITING,
+                 wall: Callable[[], float] = time.time, max_waiting: int = MAX_WAITING,
                  decided_by_event_time: bool = False) -> None:
         self.pipeline = pipeline
         self.clock = EventClock(lateness_s, idle_s, wall)

@@ -10,6 +10,7 @@ dead-letter records; nothing here raises for one message.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from streams.pipeline import SessionPipeline
 from streams.routing import for_source, for_user, revocation_for_user
 from streams.source_pipeline import source_key
 from streams.state import dump_state, load_state
-from streams.stats import WorkerStats
+from streams.stats import LogLimiter, WorkerStats
 
 log = logging.getLogger("sessionwatch.worker")
 
@@ -36,6 +37,7 @@ class SessionStage:
         self.stats = stats
         self.by_user = by_user
         self.by_source = by_source
+        self.dead_letter_log = LogLimiter()
 
     def __call__(self, value: Any, key: bytes | None, partition: int, offset: int,
                  state: Any) -> list[Output]:
@@ -47,8 +49,11 @@ class SessionStage:
             event = decode_event(value)
         except InvalidEvent as exc:
             stats.deadlettered += 1
-            log.warning("dead-lettered %s[%d]@%d: %s: %s", EVENTS_TOPIC, partition, offset,
-                        exc.code, exc.detail[:200])
+            if self.dead_letter_log.allow(time.monotonic()):
+                more = self.dead_letter_log.take_suppressed()
+                log.warning("dead-lettered %s[%d]@%d: %s: %s%s", EVENTS_TOPIC, partition, offset,
+                            exc.code, exc.detail[:200],
+                            f" (and {more} more not logged)" if more else "")
             return [dead_letter(EVENTS_TOPIC, partition, offset, key, value, exc.code, exc.detail)]
         out: list[Output] = []
         session_state = None

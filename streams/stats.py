@@ -21,3 +21,28 @@ class WorkerStats:
 
     def line(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+
+
+class LogLimiter:
+    """At most `burst` log lines per `every_s` for one kind of message; the rest are counted and
+    summed up in the next line let through (a flood of garbage is an attack, not a log feed)."""
+
+    def __init__(self, burst: int = 10, every_s: float = 10.0) -> None:
+        self.burst = burst
+        self.every_s = every_s
+        self._window_start = float("-inf")
+        self._in_window = 0
+        self.suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self._window_start >= self.every_s:
+            self._window_start, self._in_window = now, 0
+        self._in_window += 1
+        if self._in_window <= self.burst:
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        n, self.suppressed = self.suppressed, 0
+        return n

@@ -1,0 +1,56 @@
+"""The user stage through Kafka: decisions by event time, whatever order the events arrive in.
+
+The session stage forwards each session's events from its own partition, so a user's events
+reach the user stage in an order that depends on the partitions' pace. Here the late one is sent
+last on purpose.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from conftest import make_event, read_until, send
+
+pytestmark = pytest.mark.integration
+
+
+def _decided_by(records, detector: str) -> dict[str, str]:
+    return {v["session"]: v["action"] for t, v in records if t == "sessionwatch.revocations"
+            and v.get("session") and any(r["detector"] == detector for r in v["reasons"])}
+
+
+def test_a_password_change_ends_a_session_whose_login_arrives_after_it(broker, worker, producer):
+    user = f"late-login-{secrets.token_hex(4)}"
+    laptop, phone = secrets.token_hex(32), secrets.token_hex(32)
+    send(producer, [
+        make_event("session.authenticated", session=laptop, user=user, at=0),
+        make_event("credential.changed", session=laptop, user=user, at=100,
+                   attrs={"credential": "password"}),
+        # The phone logged in before the change; its login reaches the user stage after it.
+        make_event("session.authenticated", session=phone, user=user, at=50),
+    ])
+    records = read_until(broker.bootstrap, ["sessionwatch.revocations"],
+                         lambda r: phone in _decided_by(r, "user.credential_change"),
+                         timeout_s=30)
+    ended = _decided_by(records, "user.credential_change")
+    assert ended.get(phone) == "revoke"
+    assert laptop not in ended  # the session the change came from stays signed in
+
+
+def test_a_late_logout_keeps_a_fourth_login_within_the_limit(broker, worker, producer):
+    """Four logins, the first logged out before the fourth in event time but arriving after it:
+    three live sessions, within the default limit of three - no step-up. A fifth login, after
+    everything, goes over the limit and is stepped up (the detector is on)."""
+    user = f"late-logout-{secrets.token_hex(4)}"
+    s = [secrets.token_hex(32) for _ in range(5)]
+    send(producer, [make_event("session.authenticated", session=s[i], user=user, at=i * 10)
+                    for i in range(4)])
+    send(producer, [make_event("session.logout", session=s[0], user=user, at=25)])
+    send(producer, [make_event("session.authenticated", session=s[4], user=user, at=60)])
+    records = read_until(broker.bootstrap, ["sessionwatch.revocations"],
+                         lambda r: s[4] in _decided_by(r, "user.concurrent_sessions"),
+                         timeout_s=30)
+    stepped = _decided_by(records, "user.concurrent_sessions")
+    assert stepped.get(s[4]) == "step_up"
+    assert s[3] not in stepped, "the late logout was not taken into account"

@@ -79,8 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--users", type=int, default=300, help="simulated users (default 300)")
     demo.add_argument("--seed", type=int, default=7, help="random seed of the simulation")
     demo.add_argument("--bootstrap", help="use this Kafka instead of starting the embedded one")
-    demo.add_argument("--rate", type=float, default=500.0,
-                      help="events/s to send (default 500; above what the worker sustains, "
+    demo.add_argument("--rate", type=float, default=5000.0,
+                      help="events/s to send (default 5000; above what the worker sustains, "
                            "latency measures the queue)")
 
     simulate = sub.add_parser("simulate", help="write seeded, labelled traffic as JSON lines + truth")
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="instances of each attack class (default users/40, at least 3)")
     evaluate.add_argument("--bootstrap", help="use this Kafka instead of starting the embedded one")
     evaluate.add_argument("--policy", type=Path, help="policy file for the worker")
-    evaluate.add_argument("--rate", type=float, default=2000.0, help="events/s to send (default 2000)")
+    evaluate.add_argument("--rate", type=float, default=5000.0, help="events/s to send (default 5000)")
     evaluate.add_argument("--offline", action="store_true",
                           help="in-process through streams.local.LocalRunner: no broker, no worker")
     evaluate.add_argument("--twice", action="store_true",

@@ -37,7 +37,7 @@ DEMO_ARCHIVE_GROUP = "sessionwatch-demo-archive"
 # Where the demo archives (chDB), and where the notebooks look by default.
 DEMO_ARCHIVE = Path(".sessionwatch/archive")
 # events/s: paced so that latency measures the pipeline, not a queue the demo built up itself
-DEFAULT_RATE = 500.0
+DEFAULT_RATE = 5000.0
 
 
 @dataclass

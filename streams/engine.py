@@ -33,13 +33,14 @@ from quixstreams.models import TopicConfig
 from quixstreams.state.memory import MemoryStore
 from quixstreams.state.rocksdb import RocksDBStore
 
-from producers.contract import (
-    DEADLETTER_TOPIC,
-    EVENTS_TOPIC,
-    FINDINGS_TOPIC,
-    REVOCATIONS_TOPIC,
-)
+from producers.contract import EVENTS_TOPIC
 from streams.enrich import Enricher
+from streams.inputs import (
+    IncomingDeserializer,
+    decode_incoming,
+    decode_user_incoming,
+    event_time_ms,
+)
 from streams.log_end import LogEnds
 from streams.outputs import Output, dead_letter
 from streams.pipeline import SessionPipeline
@@ -196,10 +197,15 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
     topic_config = TopicConfig(num_partitions=settings.partitions,
                                replication_factor=settings.replication,
                                extra_config=dict(RETENTION_CONFIG))
-    topics = {name: app.topic(name, value_deserializer="bytes", key_deserializer="bytes",
-                              value_serializer="bytes", key_serializer="bytes", config=topic_config)
-              for name in (EVENTS_TOPIC, FINDINGS_TOPIC, REVOCATIONS_TOPIC, DEADLETTER_TOPIC,
-                           by_user, by_source)}
+    # Inputs are decoded once, by the consumer, and stamped with their event time (state TTLs
+    # run on it: streams/inputs.py). Outputs are produced by name (`produce` below); the
+    # worker created every topic at start (streams/topics.py).
+    topics = {name: app.topic(name, value_deserializer=IncomingDeserializer(decode),
+                              key_deserializer="bytes", config=topic_config,
+                              timestamp_extractor=event_time_ms)
+              for name, decode in ((EVENTS_TOPIC, decode_incoming),
+                                   (by_user, decode_user_incoming),
+                                   (by_source, decode_incoming))}
     store_type = MemoryStore if settings.store == "memory" else RocksDBStore
     sessions = app.dataframe(topics[EVENTS_TOPIC])
     users = app.dataframe(topics[by_user])
@@ -214,10 +220,10 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
         for out in outputs:
             producer.produce(topic=out.topic, key=out.key, value=out.value)
 
-    def user_state_for(partition: int, key: bytes) -> Any:
+    def user_state_for(partition: int, key: bytes, timestamp_ms: int | None) -> Any:
         tx = users.processing_context.checkpoint.get_store_transaction(
             stream_id=users.stream_id, partition=partition)
-        return tx.as_state(prefix=key)
+        return tx.as_state(prefix=key, timestamp=timestamp_ms)
 
     session_stage = SessionStage(
         SessionPipeline(enricher, policy, session_ttl_s=settings.session_ttl_s), enricher, stats,

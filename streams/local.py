@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from producers.contract import Event, Finding, Revocation, Scope, encode
+from producers.contract import Event, Finding, Revocation, Scope, decode_event, encode
 from streams.enrich import Enricher
 from streams.event_clock import DueIndex, EventClock
 from streams.pipeline import SessionPipeline
@@ -87,11 +87,13 @@ class LocalRunner:
         for revocation in list(revocations):
             note = revocation_for_user(revocation) if revocation.scope is Scope.SESSION else None
             if note is not None:
-                self._to_user(note[0], note[1], decided_at, findings, revocations)
+                self._to_user(note[0], revocation, note[1], decided_at, findings, revocations)
         forwarded = for_user(event, b"", state)
         if forwarded is not None:
+            # for_user re-encodes an event that did not name its user (the session knew it).
             raw = forwarded[1] or encode(event)
-            self._to_user(forwarded[0], raw, decided_at, findings, revocations)
+            message = event if event.user is not None else decode_event(raw)
+            self._to_user(forwarded[0], message, raw, decided_at, findings, revocations)
         self._release_users(self.user_clock.final_before(idle=False), decided_at, findings,
                             revocations)
         if for_source(event, state):
@@ -113,9 +115,10 @@ class LocalRunner:
         self.stats.revocations += len(revocations)
         return findings, revocations
 
-    def _to_user(self, key: bytes, raw: bytes, decided_at: datetime | None,
-                 findings: list[Finding], revocations: list[Revocation]) -> None:
-        out = self.users.arrive(raw, self.user_states.get(key), decided_at)
+    def _to_user(self, key: bytes, message: Event | Revocation, raw: bytes,
+                 decided_at: datetime | None, findings: list[Finding],
+                 revocations: list[Revocation]) -> None:
+        out = self.users.arrive(message, raw, self.user_states.get(key), decided_at)
         if out.duplicate or out.state is None:
             return
         if not self.user_clock.observe(out.at):

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producers.contract import EVENTS_TOPIC, Scope, decode_event
+from producers.contract import EVENTS_TOPIC, Event, Scope
 from producers.errors import InvalidEvent
 from streams.enrich import Enricher
+from streams.inputs import Incoming, decode_incoming
 from streams.outputs import Output, dead_letter, finding_output, revocation_output
 from streams.pipeline import SessionPipeline
 from streams.routing import for_source, for_user, revocation_for_user
@@ -38,16 +39,17 @@ class SessionStage:
         self.by_user = by_user
         self.by_source = by_source
         self.dead_letter_log = LogLimiter()
+        self.ttl = timedelta(seconds=pipeline.session_ttl_s) if pipeline is not None else None
 
     def __call__(self, value: Any, key: bytes | None, partition: int, offset: int,
                  state: Any) -> list[Output]:
         stats = self.stats
         stats.received += 1
-        try:
-            if value is None:
-                raise InvalidEvent("not_json", "the message has no value (a tombstone)")
-            event = decode_event(value)
-        except InvalidEvent as exc:
+        # Decoded by the consumer (streams/inputs.py); a tombstone (no value) arrives as None.
+        incoming = value if isinstance(value, Incoming) else decode_incoming(value)
+        event, value = incoming.message, incoming.raw
+        if not isinstance(event, Event):
+            exc = incoming.refused or InvalidEvent("invalid", "not an event")
             stats.deadlettered += 1
             if self.dead_letter_log.allow(time.monotonic()):
                 more = self.dead_letter_log.take_suppressed()
@@ -103,5 +105,6 @@ class SessionStage:
             network = self.enricher.network(event.ip)
             out.append(Output(self.by_source, source_key(event, network.asn), value))
         if session_state is not None:
-            state.set_bytes(STATE_KEY, dump_state(session_state))
+            # Quix expires it by record (= event) time: `ttl` after the session's last event.
+            state.set_bytes(STATE_KEY, dump_state(session_state), ttl=self.ttl)
         return out

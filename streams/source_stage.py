@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from producers.contract import decode_event, encode
+from producers.contract import Event, encode
+from streams.inputs import Incoming, decode_incoming
 from streams.outputs import Output, dead_letter, finding_output, revocation_output
 from streams.source_order import OrderedSource
 from streams.source_pipeline import SourceOutcome
@@ -38,8 +39,12 @@ class SourceStage:
         if source is None:
             source = self.partitions[partition] = self.make_source()
         late = source.late
+        incoming = value if isinstance(value, Incoming) else decode_incoming(value)
+        value = incoming.raw
         try:
-            released = source.arrive(decode_event(value))
+            if not isinstance(incoming.message, Event):
+                raise incoming.refused or ValueError("not an event")
+            released = source.arrive(incoming.message)
         except Exception as exc:  # written by the session stage, so a failure here is a bug
             log.exception("source processing failed at %s[%d]@%d", self.topic, partition, offset)
             self.stats.deadlettered += 1

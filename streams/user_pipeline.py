@@ -84,22 +84,23 @@ class UserPipeline:
 
     # -- arrival ---------------------------------------------------------------------------
 
-    def arrive(self, raw: bytes, previous: UserState | None, decided_at: datetime | None) -> UserOutcome:
-        """One message from `<app_id>-by-user`: an event naming a user, or a revocation note.
-        `decided_at` is the wall clock for the decisions' `decided_at` (None: event time).
+    def arrive(self, message: Event | Revocation, raw: bytes, previous: UserState | None,
+               decided_at: datetime | None) -> UserOutcome:
+        """One message from `<app_id>-by-user` (decoded, and as it came): an event naming a
+        user, or a note that one of the user's sessions was revoked.
 
         Decides what can be decided now and queues the message for the in-order part (the
-        caller takes final events off `state.pending` with `finalize`). Raises on input it
-        cannot decode (only the session stage writes this topic).
+        caller takes final events off `state.pending` with `finalize`). `decided_at` is the wall
+        clock for the decisions' `decided_at` (None: event time).
         """
-        if raw.startswith(REVOCATION_PREFIX):
-            note = decode_revocation(raw)
-            if note.user is None or note.session is None or note.action is not Action.REVOKE:
+        if isinstance(message, Revocation):
+            if message.user is None or message.session is None \
+                    or message.action is not Action.REVOKE:
                 return UserOutcome(previous, duplicate=True)
-            at, message_id, event = note.event_time.timestamp(), note.id, None
-            tenant, user = note.tenant, note.user
+            at, message_id, event = message.event_time.timestamp(), message.id, None
+            tenant, user = message.tenant, message.user
         else:
-            event = decode_event(raw)
+            event = message
             assert event.user is not None, "only events naming a user reach the user stage"
             at, message_id, tenant, user = event.time.timestamp(), event.id, event.tenant, event.user
         if previous is not None and message_id in previous.recent_ids:

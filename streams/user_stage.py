@@ -3,8 +3,8 @@
 Quix Streams calls it once per message with the user's state (keyed tenant + user, changelogged).
 It runs the on-arrival part of the user pipeline at once, queues the message in the user's state
 for the in-order part, and puts through every queued event - of this user or any other on the
-partition - that has become final (streams/event_clock.py). `state_for(partition, key)` gives
-the stage another key's state in the same checkpoint; `tick` releases held decisions while the
+partition - that has become final (streams/event_clock.py). `state_for(partition, key,
+timestamp_ms)` gives the stage another key's state in the same checkpoint; `tick` releases held decisions while the
 input is quiet.
 
 What a restart costs: the queued events are in the users' state (nothing is lost), but which
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.event_clock import DueIndex, EventClock
+from streams.inputs import Incoming, decode_user_incoming
 from streams.outputs import Output, dead_letter, finding_output, revocation_output
 from streams.stats import WorkerStats
 from streams.user_pipeline import UserOutcome, UserPipeline
@@ -42,13 +43,15 @@ class _Partition:
 
 class UserStage:
     def __init__(self, pipeline: UserPipeline, stats: WorkerStats, topic: str,
-                 lateness_s: float, state_for: Callable[[int, bytes], Any]) -> None:
+                 lateness_s: float, state_for: Callable[[int, bytes, int | None], Any]) -> None:
         self.pipeline = pipeline
         self.stats = stats
         self.topic = topic
         self.lateness_s = lateness_s
         self.state_for = state_for
         self.partitions: dict[int, _Partition] = {}
+        # Quix expires a user's state this long after the record (= event) time of its last write.
+        self.ttl = timedelta(seconds=pipeline.user_ttl_s)
 
     def revoke(self, partition: int) -> None:
         self.partitions.pop(partition, None)
@@ -64,10 +67,14 @@ class UserStage:
         self.stats.user_events += 1
         part = self._partition(partition)
         now = datetime.now(UTC)
+        incoming = value if isinstance(value, Incoming) else decode_user_incoming(value)
+        value = incoming.raw
         try:
+            if incoming.message is None:
+                raise incoming.refused or ValueError("no value")
             raw = state.get_bytes(STATE_KEY)
-            arrival = self.pipeline.arrive(value, load_user(raw) if raw is not None else None,
-                                           now)
+            arrival = self.pipeline.arrive(incoming.message, incoming.raw,
+                                           load_user(raw) if raw is not None else None, now)
         except Exception as exc:  # forwarded by the session stage, so this is a bug: go on
             log.exception("user processing failed at %s[%d]@%d", self.topic, partition, offset)
             self.stats.deadlettered += 1
@@ -83,7 +90,7 @@ class UserStage:
             out += self._finalize(user, [arrival.overflow], partition, key, now)
         out += self._finalize(user, user.take_final(part.clock.final_before(idle=False)),
                               partition, key, now)
-        state.set_bytes(STATE_KEY, dump_user(user))
+        state.set_bytes(STATE_KEY, dump_user(user), ttl=self.ttl)
         part.due.set(key, user.next_due)
         out += self._release(part, partition, part.clock.final_before(idle=False), now)
         return out
@@ -105,13 +112,14 @@ class UserStage:
         out: list[Output] = []
         for key in list(part.due.pop_due(before)):
             assert isinstance(key, bytes)
-            state = self.state_for(partition, key)
-            raw = state.get_bytes(STATE_KEY)
+            raw = self.state_for(partition, key, None).get_bytes(STATE_KEY)
             if raw is None:
                 continue
             user = load_user(raw)
             out += self._finalize(user, user.take_final(before), partition, key, now)
-            state.set_bytes(STATE_KEY, dump_user(user))
+            # Outside the key's own message: its TTL counts from its newest event time.
+            self.state_for(partition, key, int(user.last_seen * 1000)).set_bytes(
+                STATE_KEY, dump_user(user), ttl=self.ttl)
             part.due.set(key, user.next_due)
         return out
 

@@ -54,3 +54,48 @@ def test_rocksdb_state_survives_a_restart(broker, producer, tmp_path, how):
         assert "InvalidStoreChangelogOffset" not in log and "Traceback" not in log, log[-3000:]
     finally:
         second.stop()
+
+
+def test_idle_session_state_expires_by_event_time(tmp_path):
+    """A session idle for longer than `session_ttl_s` of *event* time is swept from the store,
+    with a tombstone on its changelog, as soon as later events move that partition's clock -
+    however little wall time passed (a replay expires like the live run)."""
+    import json
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    from sessionwatch.broker import EmbeddedBroker
+
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as own:
+        w = WorkerProcess(own.bootstrap, tmp_path / "worker.log", app_id="ttl", partitions=1,
+                          data_dir=str(tmp_path / "state"), session_ttl_s="3600")
+        try:
+            w.wait_ready()
+            producer = Producer({"bootstrap.servers": own.bootstrap, "linger.ms": 1})
+            old = secrets.token_hex(32)
+            later = [[make_event("session.authenticated", session=secrets.token_hex(32),
+                                 at=2 * 3600 + 10 * n + i) for i in range(10)] for n in range(2)]
+            # Quix sweeps expired keys when a checkpoint is written (every commit_interval_s):
+            # the old session is written in one checkpoint, swept in a later one.
+            for batch in ([make_event("session.authenticated", session=old, at=0)], *later):
+                for event in batch:
+                    producer.produce("sessionwatch.events", json.dumps(event).encode(),
+                                     key=event["session"].encode())
+                producer.flush(10)
+                time.sleep(2.5)
+            changelog = "changelog__ttl--sessionwatch.events--default"
+            consumer = Consumer({"bootstrap.servers": own.bootstrap, "group.id": "ttl-probe",
+                                 "enable.auto.commit": False})
+            consumer.assign([TopicPartition(changelog, 0, OFFSET_BEGINNING)])
+            tombstones: set[bytes] = set()
+            deadline = time.monotonic() + 30
+            while old.encode() not in b"".join(tombstones) and time.monotonic() < deadline:
+                for m in consumer.consume(500, timeout=0.5):
+                    if m.error() is None and m.value() is None:
+                        tombstones.add(m.key())
+            consumer.close()
+            assert any(old.encode() in k for k in tombstones), "the idle session was not swept"
+            assert len(tombstones) == 1, "only the idle one: the others are 2 h newer"
+        finally:
+            w.stop()

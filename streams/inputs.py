@@ -1,0 +1,78 @@
+"""What the stages read: each message decoded once, as the consumer hands it over.
+
+The engine gives Quix Streams these as value deserializers, so a message is decoded once and its
+event time becomes the record's timestamp (`event_time_ms`): Quix expires idle state by record
+time, so state expires by event time and a replay expires alike. Decoding never raises here: a
+message that is not a valid event arrives as `Incoming` with `refused` set, and the stage
+dead-letters it with its position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quixstreams.models.serializers import Deserializer
+
+from producers.contract import Event, Revocation, decode_event, decode_revocation
+from producers.errors import InvalidEvent
+from streams.routing import REVOCATION_PREFIX
+
+
+class Incoming:
+    """One decoded message: the event (or, on the user topic, a session-revocation note), the
+    bytes it came as, and why it was refused if it was."""
+
+    __slots__ = ("message", "raw", "refused")
+
+    def __init__(self, message: Event | Revocation | None, raw: bytes,
+                 refused: InvalidEvent | None = None) -> None:
+        self.message = message
+        self.raw = raw
+        self.refused = refused
+
+    @property
+    def event_time_ms(self) -> int | None:
+        message = self.message
+        if isinstance(message, Event):
+            return int(message.time.timestamp() * 1000)
+        if isinstance(message, Revocation):
+            return int(message.event_time.timestamp() * 1000)
+        return None
+
+
+def decode_incoming(raw: Any) -> Incoming:
+    """An event from `sessionwatch.events` or a repartition topic."""
+    if raw is None:
+        return Incoming(None, b"", InvalidEvent("not_json", "the message has no value (a tombstone)"))
+    try:
+        return Incoming(decode_event(raw), raw)
+    except InvalidEvent as exc:
+        return Incoming(None, raw, exc)
+
+
+def decode_user_incoming(raw: Any) -> Incoming:
+    """An event naming a user, or a session revocation (`<app_id>-by-user`)."""
+    if raw is not None and raw.startswith(REVOCATION_PREFIX):
+        try:
+            return Incoming(decode_revocation(raw), raw)
+        except Exception as exc:  # written by the session stage: a bug, but not a crash
+            return Incoming(None, raw, InvalidEvent("invalid", f"revocation note: {exc}"))
+    return decode_incoming(raw)
+
+
+class IncomingDeserializer(Deserializer):
+    def __init__(self, decode: Any = decode_incoming) -> None:
+        super().__init__()
+        self._decode = decode
+
+    def __call__(self, value: bytes, ctx: Any) -> Incoming:
+        return self._decode(value)
+
+
+def event_time_ms(value: Any, headers: Any, timestamp: int, timestamp_type: Any) -> int:
+    """Quix's timestamp extractor: the event's own time (the Kafka timestamp if refused)."""
+    if isinstance(value, Incoming):
+        at = value.event_time_ms
+        if at is not None:
+            return at
+    return timestamp

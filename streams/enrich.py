@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+import msgspec
 
 # Client families that are tools, not browsers: their appearance mid-session is strong evidence
 # of cookie replay (Elastic's AiTM rule keys on these too).
@@ -59,7 +62,13 @@ _HOSTING_NAMES = frozenset({"GOOGLE"})
 COARSE_ACCURACY_KM = 500.0
 
 
+@lru_cache(maxsize=16_384)
 def network_kind(asn: str | None) -> str | None:
+    """The kind of a network from its name (see NETWORK_KIND_KEYWORDS).
+
+    Cached: detectors ask it of the networks a session used on every event, and scanning the
+    keyword lists is a hundred substring searches.
+    """
     if not asn:
         return None
     name = asn.upper()
@@ -86,13 +95,15 @@ class Network:
     kind: str | None = None  # "hosting", "vpn", "tor", "mobile" or None (residential, unknown)
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(msgspec.Struct, frozen=True):
     """A point and how far off it may be.
 
     `coarse`: GeoIP knew only the country (no city, radius >= 500 km: often the country's
     centroid, e.g. 37.751,-97.822 for the US) - useless for distance. The app's own location is
     never coarse; its `accuracy_km` widens the tolerance instead.
+
+    A msgspec Struct rather than a frozen dataclass (as Network and Client are): one is built for
+    every event, and a frozen dataclass costs about ten times as much to build.
     """
 
     lat: float
@@ -134,6 +145,7 @@ class Client:
 
 
 UNKNOWN_CLIENT = Client(family="Other", os="Other", major=None, is_tool=False)
+_UNKNOWN = object()  # not looked up yet (a City record may be None: not in the database)
 
 
 @lru_cache(maxsize=65_536)
@@ -163,6 +175,10 @@ class Enricher:
         self._asn = GeoIP2Fast(geoip2fast_data_file=asn_db or _bundled_asn_db(), verbose=False)
         self.network = lru_cache(maxsize=cache_size)(self._network)  # type: ignore[method-assign]
         self.client = lru_cache(maxsize=cache_size)(self._client)  # type: ignore[method-assign]
+        # City records by /24 or /64, for the prefixes the database gives one record (see
+        # _city_record); first in, first out beyond the cap.
+        self._city_by_prefix: OrderedDict[str, Any] = OrderedDict()
+        self._city_cache_size = cache_size // 4
 
     def _network(self, ip: str) -> Network:
         addr = ipaddress.ip_address(ip)
@@ -172,7 +188,7 @@ class Enricher:
         asn = self._asn.lookup(ip)
         if getattr(asn, "asn_name", "") and asn.asn_name != "IANA.ORG":
             asn_name, asn_cidr = asn.asn_name, asn.asn_cidr
-        rec: Any = self._city.get(ip) or {}
+        rec: Any = self._city_record(ip) or {}
         loc = rec.get("location") or {}
         country = (rec.get("country") or rec.get("registered_country") or {}).get("iso_code")
         city = ((rec.get("city") or {}).get("names") or {}).get("en")
@@ -187,6 +203,24 @@ class Enricher:
             city=city,
             kind=network_kind(asn_name),
         )
+
+    def _city_record(self, ip: str) -> Any:
+        """The GeoLite2 City record of `ip` (None if it has none).
+
+        Decoding a record is the costliest part of a new address (~10 µs), and new addresses
+        mostly come from prefixes already seen (DHCP pools, carrier NAT). The database says which
+        network a record covers; when that covers the address's whole /24 (IPv4) or /64, the
+        record is kept for the prefix, so the same record is returned for its other addresses.
+        """
+        prefix = network_prefix(ip)
+        rec = self._city_by_prefix.get(prefix, _UNKNOWN)
+        if rec is _UNKNOWN:
+            rec, covered = self._city.get_with_prefix_len(ip)
+            if covered <= (64 if ":" in ip else 24):
+                if len(self._city_by_prefix) >= self._city_cache_size:
+                    self._city_by_prefix.popitem(last=False)
+                self._city_by_prefix[prefix] = rec
+        return rec
 
     def _client(self, user_agent: str | None) -> Client:
         if not user_agent:

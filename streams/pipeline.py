@@ -1,6 +1,7 @@
 """The pure per-session pipeline: event + previous state -> new state, findings, revocation.
 
-No faust, no broker, no wall clock in decisions: the agent (streams/agents.py) feeds it and
+No stream engine, no broker, no wall clock in decisions: the session stage
+(streams/session_stage.py) feeds it and
 publishes what it returns, and tests and the benchmark call it directly. `decided_at` is the only
 wall-clock field and it is passed in.
 """
@@ -8,7 +9,6 @@ wall-clock field and it is passed in.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
@@ -16,18 +16,16 @@ import msgspec
 from producers.contract import Action, Event, EventType, Finding, Revocation, Scope
 from streams.detectors import SESSION_DETECTORS, Context, SessionDetector
 from streams.enrich import Client, Enricher, Location, Network, locate, network_prefix
-from streams.policy import Detection, Policy
-from streams.state import SessionState, remember
+from streams.policy import Detection, DetectorPlans, Policy
+from streams.state import SessionState, remembered
 
 
-@dataclass
-class Outcome:
+# A msgspec Struct rather than a dataclass: one is built for every event, at a fifth of the cost.
+class Outcome(msgspec.Struct):
     state: SessionState | None
-    findings: list[Finding] = field(default_factory=list)
-    revocations: list[Revocation] = field(default_factory=list)
+    findings: list[Finding] = msgspec.field(default_factory=list)
+    revocations: list[Revocation] = msgspec.field(default_factory=list)
     duplicate: bool = False
-    # True when the state changed in a way that must reach the changelog now.
-    material: bool = False
 
     @property
     def revocation(self) -> Revocation | None:
@@ -52,6 +50,10 @@ class SessionPipeline:
         self.detectors = list(detectors) if detectors is not None else [
             d() for d in SESSION_DETECTORS
         ]
+        # Per tenant and event type, what runs on a live session and what on one that ended;
+        # worked out once (a pipeline's policy and detectors are fixed when it is built).
+        self._live = DetectorPlans(self.policy, self.detectors)
+        self._ended = DetectorPlans(self.policy, [d for d in self.detectors if d.after_end])
 
     def process(
         self, event: Event, previous: SessionState | None, decided_at: datetime
@@ -72,44 +74,40 @@ class SessionPipeline:
         prefix = network_prefix(event.ip)
         location = locate(event.attrs, network)
         ctx = Context(event=event, network=network, client=client, prefix=prefix,
-                      location=location, previous=previous)
-        tp = self.policy.for_tenant(event.tenant)
+                      location=location, previous=previous, now=now)
         user = event.user or (previous.user if previous else None)
 
         # A session that was revoked or ended is judged only by the detectors made for that
         # (replay after the end): one revocation per session is enough.
         ended = previous is not None and (
             previous.revocation is not None or previous.ended_at is not None)
+        plan = (self._ended if ended else self._live).for_event(event.tenant, event.type)
         detections: list[Detection] = []
         flagged: dict[str, float] = {}
-        for detector in self.detectors:
-            if ended and not detector.after_end:
-                continue
-            rule = tp.rule(detector.id)
-            if not rule.enabled:
-                continue
-            signal = detector.evaluate(ctx, tp.params(detector))
+        for detector, params in plan.detectors:
+            signal = detector.evaluate(ctx, params)
             if signal is None:
                 continue
-            last = previous.flagged.get(detector.id) if previous is not None else None
-            if last is not None and now - last < tp.dedup_window_s and ended:
-                continue  # the same replay again: already reported
+            if ended:
+                last = previous.flagged.get(detector.id)  # type: ignore[union-attr]
+                if last is not None and now - last < plan.policy.dedup_window_s:
+                    continue  # the same replay again: already reported
             flagged[detector.id] = now
             detections.append(self.policy.detection(detector, signal, event, event.session, user))
         revocations: list[Revocation] = []
         if detections and (previous is None or previous.revocation is None):
             revocations = self.policy.decide(event, detections, decided_at, asn=network.asn,
                                              user=user)
-        state = _advance(previous, event, network, client, prefix, location, revocations,
+        state = _advance(previous, event, now, network, client, prefix, location, revocations,
                          flagged)
-        material = previous is None or state.material() != previous.material()
-        return Outcome(state=state, findings=[d.finding for d in detections],
-                       revocations=revocations, material=material)
+        return Outcome(state=state, findings=[d.finding for d in detections] if detections else [],
+                       revocations=revocations)
 
 
 def _advance(
     previous: SessionState | None,
     event: Event,
+    now: float,
     network: Network,
     client: Client,
     prefix: str,
@@ -117,40 +115,40 @@ def _advance(
     revocations: Sequence[Revocation],
     flagged: dict[str, float],
 ) -> SessionState:
-    """The state after `event`; `previous` is left as it was (the store may still hold it)."""
-    now = event.time.timestamp()
+    """The state after `event`; `previous` is left as it was (the store may still hold it).
+
+    A shallow copy: its collections are immutable (streams/state.py), so what did not change
+    stays shared with `previous` and what did is replaced.
+    """
     if previous is None:
         state = SessionState(tenant=event.tenant, session=event.session or "", first_seen=now)
     else:
-        state = msgspec.structs.replace(
-            previous,
-            networks=list(previous.networks),
-            prefixes=list(previous.prefixes),
-            recent_ids=list(previous.recent_ids),
-            flagged=dict(previous.flagged),
-        )
+        state = msgspec.structs.replace(previous)
     state.remember_id(event.id)
     state.events += 1
-    state.last_seen = max(state.last_seen, now)
+    if now > state.last_seen:
+        state.last_seen = now
     if event.user:
         state.user = event.user
-    if event.type is EventType.CREATED and state.created_at is None:
-        state.created_at = now
-    elif event.type is EventType.AUTHENTICATED:
+    kind = event.type
+    if kind is EventType.CREATED:
+        if state.created_at is None:
+            state.created_at = now
+    elif kind is EventType.AUTHENTICATED:
         state.authenticated_at = now
-    elif event.type in _ENDING and state.ended_at is None:
+    elif kind in _ENDING and state.ended_at is None:
         state.ended_at = now
-        state.end_reason = _ENDING[event.type]
+        state.end_reason = _ENDING[kind]
         state.ended_ip = event.ip
         state.ended_user_agent = event.user_agent
     state.ip = event.ip
     state.prefix = prefix
     state.asn = network.asn
     state.country = network.country
-    remember(state.networks, network.asn)
+    state.networks = remembered(state.networks, network.asn)
     if network.kind in ("hosting", "tor"):
         state.datacenter = True
-    remember(state.prefixes, prefix)
+    state.prefixes = remembered(state.prefixes, prefix)
     if event.user_agent:
         state.user_agent = event.user_agent
         state.client_family = client.family
@@ -161,12 +159,14 @@ def _advance(
         state.lat, state.lon = location.lat, location.lon
         state.accuracy_km = location.accuracy_km
         state.located_at = now
-    state.flagged.update(flagged)
-    own = next((r for r in revocations if r.scope is Scope.SESSION and r.session == state.session
-                and r.action is Action.REVOKE), None)
-    if own is not None and state.revocation is None:
-        state.revocation = own.id
-        state.revoked_at = now
-        if state.ended_at is None:
-            state.end_reason = "revoked"
+    if flagged:
+        state.flagged = {**state.flagged, **flagged}
+    if revocations and state.revocation is None:
+        own = next((r for r in revocations if r.scope is Scope.SESSION
+                    and r.session == state.session and r.action is Action.REVOKE), None)
+        if own is not None:
+            state.revocation = own.id
+            state.revoked_at = now
+            if state.ended_at is None:
+                state.end_reason = "revoked"
     return state

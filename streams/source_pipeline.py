@@ -1,6 +1,6 @@
 """The pure per-source pipeline: floods of rejected tokens, new sessions and failed logins.
 
-Fed by the source agent from `<app_id>-by-source` (keyed tenant + network, so an address, its
+Fed by the source stage from `<app_id>-by-source` (keyed tenant + network, so an address, its
 prefix and its network are all counted on one partition). Every event comes through, valid ones
 too: the share of valid traffic keeps a busy office NAT from being blocked for its stale cookies,
 and a valid session used from a blocked source is revoked (`source.session_from_blocked`).
@@ -9,20 +9,23 @@ and a valid session used from a blocked source is revoked (`source.session_from_
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
+
+import msgspec
 
 from producers.contract import Event, EventType, Finding, Revocation, Scope
 from streams.detectors import SOURCE_DETECTORS, SourceContext, SourceDetector
 from streams.enrich import Enricher, network_prefix
-from streams.policy import Detection, Policy
-from streams.source_state import LIVE_TYPES, Counters, SourceState
+from streams.policy import Detection, DetectorPlans, Policy
+from streams.source_state import LIVE_TYPES, Level, SourceState
 
 
-@dataclass
-class SourceOutcome:
-    findings: list[Finding] = field(default_factory=list)
-    revocations: list[Revocation] = field(default_factory=list)
+# A msgspec Struct rather than a dataclass: one is built for every event.
+class SourceOutcome(msgspec.Struct):
+    findings: list[Finding] = msgspec.field(default_factory=list)
+    revocations: list[Revocation] = msgspec.field(default_factory=list)
+    # Set by streams/source_order.py when the pipeline failed on the event (it is dead-lettered).
+    error: str | None = None
 
 
 def source_key(event: Event, network_name: str | None) -> bytes:
@@ -43,6 +46,7 @@ class SourcePipeline:
         self.detectors = list(detectors) if detectors is not None else [
             d() for d in SOURCE_DETECTORS
         ]
+        self._plans = DetectorPlans(self.policy, self.detectors)  # per tenant, set up once
 
     def process(self, event: Event, decided_at: datetime) -> SourceOutcome:
         now = event.time.timestamp()
@@ -50,24 +54,20 @@ class SourcePipeline:
         prefix = network_prefix(event.ip)
         windows = self.state.windows(event.tenant, event.ip, prefix, network.asn, network.asn_cidr,
                                      network.kind, now)
-        for level in windows.levels():
-            _count(level.counters, event, now)
-        tp = self.policy.for_tenant(event.tenant)
-        ctx = SourceContext(event=event, network=network, prefix=prefix, windows=windows)
+        _count(windows.levels(), event, now)
+        plan = self._plans.for_event(event.tenant, event.type)
+        ctx = SourceContext(event=event, network=network, prefix=prefix, windows=windows, now=now)
         detections: list[Detection] = []
-        for detector in self.detectors:
-            if not tp.rule(detector.id).enabled:
-                continue
-            signal = detector.evaluate(ctx, tp.params(detector))
+        for detector, params in plan.detectors:
+            signal = detector.evaluate(ctx, params)
             if signal is None:
                 continue
             subject = signal.source or event.session or event.ip
             dedup = f"{event.tenant}|{detector.id}|{subject}"
             last = self.state.flagged.get(dedup)
-            if last is not None and now - last < tp.dedup_window_s:
+            if last is not None and now - last < plan.policy.dedup_window_s:
                 continue
-            self.state.flagged[dedup] = now
-            self.state.flagged.move_to_end(dedup)
+            self.state.flag(dedup, now)
             detections.append(self.policy.detection(detector, signal, event, event.session,
                                                     event.user))
         if not detections:
@@ -79,15 +79,24 @@ class SourcePipeline:
         return SourceOutcome(findings=[d.finding for d in detections], revocations=revocations)
 
 
-def _count(counters: Counters, event: Event, now: float) -> None:
+def _count(levels: tuple[Level, ...], event: Event, now: float) -> None:
+    """Count the event in its kind's window at every level of its source."""
     kind = event.type
     if kind is EventType.TOKEN_REJECTED:
-        counters.rejected.add(event.session or event.id, now)
+        item = event.session or event.id
+        for level in levels:
+            level.counters.rejected.add(item, now)
     elif kind is EventType.CREATED:
-        counters.created.add(event.session or event.id, now)
+        item = event.session or event.id
+        for level in levels:
+            level.counters.created.add(item, now)
     elif kind is EventType.AUTH_FAILED:
-        counters.failed.add(event.user or event.id, now)
+        item = event.user or event.id
+        for level in levels:
+            level.counters.failed.add(item, now)
     elif kind in LIVE_TYPES and event.session is not None:
-        counters.valid.add(event.session, now)
-        if kind is EventType.AUTHENTICATED and event.user is not None:
-            counters.logins.add(event.user, now)
+        login = event.user if kind is EventType.AUTHENTICATED else None
+        for level in levels:
+            level.counters.valid.add(event.session, now)
+            if login is not None:
+                level.counters.logins.add(login, now)

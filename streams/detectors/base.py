@@ -4,7 +4,7 @@ A detector scores; it never decides. It returns a `Signal` (severity + admin sum
 and whom a decision would act on) or None. The policy (streams/policy.py) turns signals into
 revocations. Detectors must be deterministic in event time: no wall clock, no randomness.
 
-Three kinds, by the state they see (each kind has its own pipeline and faust agent):
+Three kinds, by the state they see (each kind has its own pipeline and stage):
 - `SessionDetector` - one session's state before the event (streams/pipeline.py);
 - `UserDetector` - one user's sessions, logins and failures (streams/user_pipeline.py);
 - `SourceDetector` - windows of one network's traffic (streams/source_pipeline.py).
@@ -16,6 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import msgspec
 
 from producers.contract import Event, EventType, Severity
 from streams.enrich import Client, Location, Network
@@ -39,8 +41,9 @@ class NoParams:
     """A detector without tunable thresholds."""
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+# The contexts are built for every event and detector stage: msgspec Structs, immutable like the
+# frozen dataclasses they replace, but about ten times cheaper to build.
+class Context(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a session detector may look at for one event."""
 
     event: Event
@@ -49,27 +52,30 @@ class Context:
     prefix: str
     location: Location | None     # attrs.geo when the app sent it, else GeoIP; None if unknown
     previous: SessionState | None  # None for the first event of a session
+    now: float                    # the event's time, epoch seconds (`event.time.timestamp()`)
 
 
-@dataclass(frozen=True, slots=True)
-class UserContext:
+class UserContext(msgspec.Struct, frozen=True, kw_only=True):
     """A user detector's view: the event (already recorded in `state`) and the user's state."""
 
     event: Event
     network: Network
     location: Location | None
-    previous: UserState | None  # the user's state before the event
+    previous: UserState | None  # unused since decisions split into on-arrival and in-order
     state: UserState            # after the event
+    # For an on-arrival credential-change detector: the logins it acts on (all logins before the
+    # change, or the one login that arrived after it).
+    logins: tuple[Any, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class SourceContext:
+class SourceContext(msgspec.Struct, frozen=True, kw_only=True):
     """A source detector's view: the event and the windows of its address, prefix and network."""
 
     event: Event
     network: Network
     prefix: str
     windows: SourceWindows      # counts already include this event
+    now: float                  # the event's time, epoch seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,9 @@ class Detector(Generic[C]):
     default_action: ClassVar[str] = REVOKE
     # One finding per subject (user, source) and detector within the policy's dedup window.
     dedup_per_subject: ClassVar[bool] = False
+    # The event types it can fire on (None: any). The pipelines do not ask it about others, so
+    # `evaluate` must return None for them (it still checks: it is called directly too).
+    event_types: ClassVar[frozenset[EventType] | None] = None
 
     def evaluate(self, ctx: C, params: Any) -> Signal | None:
         raise NotImplementedError
@@ -165,7 +174,11 @@ class SessionDetector(Detector[Context]):
 
 
 class UserDetector(Detector[UserContext]):
-    pass
+    # True: decided as events arrive, for decisions more input can only add to (see
+    # streams/user_pipeline.py); False: decided in event-time order once final.
+    on_arrival: ClassVar[bool] = False
+    # For on-arrival detectors: the event type they judge (a login, a credential change).
+    judges: ClassVar[EventType | None] = None
 
 
 class SourceDetector(Detector[SourceContext]):

@@ -9,7 +9,7 @@ already signed in is thrown out. `oldest` revokes the oldest live sessions beyon
 (Keycloak's alternative) and `all` every live session (account-sharing policies).
 
 A session is live when it was seen within `idle_s` and authenticated within `lifetime_s` (the
-tenant's ASVS timeouts); the session agent forwards a heartbeat per session every 5 minutes.
+tenant's ASVS timeouts); the session stage forwards a heartbeat per session every 5 minutes.
 """
 
 from __future__ import annotations

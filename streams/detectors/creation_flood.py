@@ -37,13 +37,14 @@ class CreationFlood(SourceDetector):
     default_severity = Severity.HIGH
     reference = "Auth0 suspicious-IP throttling (50 sign-ups/IP/min); OWASP DoS cheat sheet"
     Params = CreationFloodParams
+    event_types = frozenset({EventType.CREATED})
 
     def evaluate(self, ctx: SourceContext, params: CreationFloodParams) -> Signal | None:
         if ctx.event.type is not EventType.CREATED or ctx.windows.blocked:
             return None
         flood = first_flood(ctx.windows, "created",
                             (params.per_address, params.per_prefix, params.per_network),
-                            params.window_s, ctx.event.time.timestamp(),
+                            params.window_s, ctx.now,
                             against="valid", min_share=params.min_share)
         if flood is None:
             return None
@@ -66,10 +67,13 @@ class CreationFlood(SourceDetector):
         ),
         Example(
             "campus-gateway-creating-and-using-sessions",
-            tuple(Step(i * 0.5, OFFICE, "Mozilla/5.0", "session.created", user=None,
-                       session=f"new-{i}") for i in range(80))
-            + tuple(Step(40 + i * 0.2, OFFICE, "Mozilla/5.0", "session.activity",
-                         session=f"new-{i}") for i in range(80)),
+            # 80 people behind one gateway, each using the session a second after getting it
+            # (in event time: the source stage takes events in that order).
+            tuple(step for i in range(80) for step in (
+                Step(i * 0.5, OFFICE, "Mozilla/5.0", "session.created", user=None,
+                     session=f"new-{i}"),
+                Step(i * 0.5 + 1.0, OFFICE, "Mozilla/5.0", "session.activity",
+                     session=f"new-{i}"))),
             fires=False,
         ),
         Example(

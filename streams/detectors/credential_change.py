@@ -2,7 +2,7 @@
 
 ASVS 5.0 7.4.3 asks apps to offer ending all other sessions after an authentication-factor change,
 and 7.4.2 to end all sessions when an account is disabled; "revocation after a password change is
-often incomplete" is a top user complaint. Default: revoke every other session the user agent
+often incomplete" is a top user complaint. Default: revoke every other session the user stage
 knows for the user, and keep the session that made the change (`keep_current`), so the user who
 just changed a password is not thrown out. A tenant that wants everything gone, including
 sessions the worker never saw, sets the action to `revoke_user` (a user-scope revocation with

@@ -35,13 +35,14 @@ class CredentialStuffing(SourceDetector):
     default_severity = Severity.HIGH
     reference = "Panther brute force by IP (20); Auth0 credential-stuffing protection"
     Params = CredentialStuffingParams
+    event_types = frozenset({EventType.AUTH_FAILED})
 
     def evaluate(self, ctx: SourceContext, params: CredentialStuffingParams) -> Signal | None:
         if ctx.event.type is not EventType.AUTH_FAILED or ctx.windows.blocked:
             return None
         flood = first_flood(ctx.windows, "failed",
                             (params.per_address, params.per_prefix, params.per_network),
-                            params.window_s, ctx.event.time.timestamp(),
+                            params.window_s, ctx.now,
                             against="logins", min_share=params.min_share)
         if flood is None:
             return None

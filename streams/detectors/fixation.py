@@ -85,6 +85,7 @@ class Fixation(SessionDetector):
     default_severity = Severity.MEDIUM
     reference = "ASVS 5.0 7.2.4; OWASP Session Management Cheat Sheet (renew the id on login)"
     Params = FixationParams
+    event_types = frozenset({EventType.AUTHENTICATED})
 
     def evaluate(self, ctx: Context, params: FixationParams) -> Signal | None:
         prev, event = ctx.previous, ctx.event
@@ -95,7 +96,7 @@ class Fixation(SessionDetector):
             return None  # the login minted this session and says which one it replaced
         other_networks = _other_networks(ctx, prev)
         other_client = _other_client(ctx, prev)
-        now = event.time.timestamp()
+        now = ctx.now
         if (prev.events == 1 and prev.created_at is not None
                 and 0 <= now - prev.created_at <= params.issued_s
                 and ctx.prefix == prev.prefix and not other_client):

@@ -101,13 +101,15 @@ class ImpossibleTravel(SessionDetector):
         here_km = here.accuracy_km
         if here.source == "geoip" and net.city is None:
             here_km = max(here_km, COARSE_ACCURACY_KM)  # likely the country's default point
-        raw_km = distance_km(prev.lat, prev.lon, here.lat, here.lon)
+        # Most events come from where the last one did: the distance is exactly 0 then.
+        same_point = prev.lat == here.lat and prev.lon == here.lon
+        raw_km = 0.0 if same_point else distance_km(prev.lat, prev.lon, here.lat, here.lon)
         tolerance_km = (prev.accuracy_km or 0.0) + here_km
         km = max(0.0, raw_km - tolerance_km)
         if km < params.min_distance_km:
             return None  # the same place as far as the radii can tell
         # abs(): an event delayed in transit arrives after a later one; the gap is what matters.
-        elapsed_s = abs(ctx.event.time.timestamp() - prev.located_at)
+        elapsed_s = abs(ctx.now - prev.located_at)
         kmh = km / (max(elapsed_s, params.min_elapsed_s) / 3600.0)
         if kmh <= params.max_speed_kmh:
             return None

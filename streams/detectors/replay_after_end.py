@@ -57,6 +57,7 @@ class ReplayAfterEnd(SessionDetector):
     reference = "ASVS 5.0 7.4.1 (logout and expiry terminate the session)"
     Params = ReplayAfterEndParams
     after_end = True
+    event_types = _SERVED
 
     def evaluate(self, ctx: Context, params: ReplayAfterEndParams) -> Signal | None:
         prev, event = ctx.previous, ctx.event
@@ -64,7 +65,7 @@ class ReplayAfterEnd(SessionDetector):
             return None
         if prev.ended_at is None and prev.revoked_at is None:
             return None  # alive: nothing to replay
-        now = event.time.timestamp()
+        now = ctx.now
         if prev.ended_at is not None:
             end, reason = prev.ended_at, prev.end_reason or "ended"
             since = now - end

@@ -33,6 +33,7 @@ class SessionFromBlocked(SourceDetector):
     reference = "OWASP Session Management Cheat Sheet (ID guessing: act on the source)"
     actions = (REVOKE, STEP_UP, ALERT)
     default_action = REVOKE
+    event_types = LIVE_TYPES - {EventType.LOGOUT}
 
     def evaluate(self, ctx: SourceContext, params: NoParams) -> Signal | None:
         event = ctx.event

@@ -47,6 +47,7 @@ class Timeouts(SessionDetector):
     default_severity = Severity.HIGH
     reference = "ASVS 5.0 7.3.1/7.3.2; ASVS 4 V3.3.2 L2 (30 min idle, 12 h absolute)"
     Params = TimeoutsParams
+    event_types = _SERVED
 
     def evaluate(self, ctx: Context, params: TimeoutsParams) -> Signal | None:
         prev, event = ctx.previous, ctx.event
@@ -54,7 +55,7 @@ class Timeouts(SessionDetector):
             return None
         if prev.authenticated_at is None and prev.user is None:
             return None  # anonymous: no privilege to outlive
-        now = event.time.timestamp()
+        now = ctx.now
         idle_s = now - prev.last_seen
         started = prev.authenticated_at or prev.created_at or prev.first_seen
         age_s = now - started

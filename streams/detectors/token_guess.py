@@ -40,13 +40,14 @@ class TokenGuess(SourceDetector):
     default_severity = Severity.HIGH
     reference = "OWASP Session Management Cheat Sheet (ID guessing); Panther brute force (20/IP)"
     Params = TokenGuessParams
+    event_types = frozenset({EventType.TOKEN_REJECTED})
 
     def evaluate(self, ctx: SourceContext, params: TokenGuessParams) -> Signal | None:
         if ctx.event.type is not EventType.TOKEN_REJECTED or ctx.windows.blocked:
             return None
         flood = first_flood(ctx.windows, "rejected",
                             (params.per_address, params.per_prefix, params.per_network),
-                            params.window_s, ctx.event.time.timestamp(),
+                            params.window_s, ctx.now,
                             against="valid", min_share=params.min_share)
         if flood is None:
             return None

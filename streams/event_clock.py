@@ -74,6 +74,10 @@ class DueIndex:
         self._due[key] = at
         heapq.heappush(self._heap, (at, key))
 
+    def any_due(self, before: float) -> bool:
+        """Cheap check before `pop_due` (the heap may hold superseded entries)."""
+        return bool(self._heap) and self._heap[0][0] < before
+
     def pop_due(self, before: float) -> Iterator[Hashable]:
         """Keys whose earliest waiting event is older than `before`, earliest first. Each key is
         removed from the index; the caller `set`s it again if something still waits."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from quixstreams.models.serializers import Deserializer
 
 from producers.contract import Event, Revocation, decode_event, decode_revocation
 from producers.errors import InvalidEvent
-from streams.routing import REVOCATION_PREFIX
+from streams.routing import REVOCATION_PREFIX, decode_forwarded
 
 
 class Incoming:
@@ -50,6 +52,16 @@ def decode_incoming(raw: Any) -> Incoming:
         return Incoming(None, raw, exc)
 
 
+def decode_forwarded_incoming(raw: Any) -> Incoming:
+    """An event from a repartition topic (`<app_id>-by-source`)."""
+    if raw is None:
+        return Incoming(None, b"", InvalidEvent("not_json", "the message has no value (a tombstone)"))
+    try:
+        return Incoming(decode_forwarded(raw), raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:  # only we write these topics
+        return Incoming(None, raw, InvalidEvent("invalid", f"forwarded event: {exc}"))
+
+
 def decode_user_incoming(raw: Any) -> Incoming:
     """An event naming a user, or a session revocation (`<app_id>-by-user`)."""
     if raw is not None and raw.startswith(REVOCATION_PREFIX):
@@ -57,7 +69,7 @@ def decode_user_incoming(raw: Any) -> Incoming:
             return Incoming(decode_revocation(raw), raw)
         except Exception as exc:  # written by the session stage: a bug, but not a crash
             return Incoming(None, raw, InvalidEvent("invalid", f"revocation note: {exc}"))
-    return decode_incoming(raw)
+    return decode_forwarded_incoming(raw)
 
 
 class IncomingDeserializer(Deserializer):

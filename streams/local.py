@@ -131,6 +131,8 @@ class LocalRunner:
 
     def _release_users(self, before: float, decided_at: datetime | None,
                        findings: list[Finding], revocations: list[Revocation]) -> None:
+        if not self.user_due.any_due(before):
+            return
         for key in list(self.user_due.pop_due(before)):
             user = self.user_states[key]  # type: ignore[index]
             _collect(self.users.finalize(user, user.take_final(before), decided_at), findings,

@@ -54,6 +54,15 @@ _USER_TYPES = frozenset({EventType.AUTHENTICATED, EventType.LOGOUT, EventType.EX
 _HEARTBEAT_TYPES = frozenset({EventType.ACTIVITY, EventType.REFRESHED})
 
 
+_forwarded_event = msgspec.json.Decoder(Event)
+
+
+def decode_forwarded(raw: bytes) -> Event:
+    """An event the session stage validated and forwarded (repartition topics, the user stage's
+    queue): typed decoding only, the contract's checks already passed."""
+    return _forwarded_event.decode(raw)
+
+
 def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[bytes, bytes] | None:
     """(key, value) to forward to the user stage, or None. May mark a heartbeat in `state`."""
     user = event.user or (state.user if state is not None else None)

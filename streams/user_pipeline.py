@@ -30,13 +30,12 @@ from producers.contract import (
     Revocation,
     Scope,
     Severity,
-    decode_event,
     decode_revocation,
 )
 from streams.detectors import USER_DETECTORS, UserContext, UserDetector
 from streams.enrich import Enricher, Location, locate, network_prefix
 from streams.policy import Detection, Policy
-from streams.routing import HEARTBEAT_S, REVOCATION_PREFIX, user_key
+from streams.routing import HEARTBEAT_S, REVOCATION_PREFIX, decode_forwarded, user_key
 from streams.state import remember
 from streams.user_state import (
     MAX_FAILURES,
@@ -81,6 +80,10 @@ class UserPipeline:
         chosen = list(detectors) if detectors is not None else [d() for d in USER_DETECTORS]
         self.on_arrival = [d for d in chosen if d.on_arrival]
         self.in_order = [d for d in chosen if not d.on_arrival]
+        # The in-order detectors that can fire on each event type (most types: none).
+        self._in_order_for = {t: [d for d in self.in_order
+                                  if d.event_types is None or t in d.event_types]
+                              for t in EventType}
 
     # -- arrival ---------------------------------------------------------------------------
 
@@ -222,17 +225,18 @@ class UserPipeline:
             if item.raw.startswith(REVOCATION_PREFIX):
                 _drop_session(state, decode_revocation(item.raw).session)
                 continue
-            event = decode_event(item.raw)
-            now = event.time.timestamp()
+            event = decode_forwarded(item.raw)
+            now = item.at
             _record(state, event, now)
-            if not self.in_order:
+            detectors = self._in_order_for[event.type]
+            if not detectors:
                 continue
             network = self.enricher.network(event.ip)
             ctx = UserContext(event=event, network=network,
                               location=locate(event.attrs, network), previous=None, state=state)
             tp = self.policy.for_tenant(event.tenant)
             detections: list[Detection] = []
-            for detector in self.in_order:
+            for detector in detectors:
                 if not tp.rule(detector.id).enabled:
                     continue
                 signal = detector.evaluate(ctx, tp.params(detector))

@@ -110,6 +110,8 @@ class UserStage:
     def _release(self, part: _Partition, partition: int, before: float,
                  now: datetime) -> list[Output]:
         out: list[Output] = []
+        if not part.due.any_due(before):
+            return out
         for key in list(part.due.pop_due(before)):
             assert isinstance(key, bytes)
             raw = self.state_for(partition, key, None).get_bytes(STATE_KEY)

@@ -42,6 +42,7 @@ class BruteForce(UserDetector):
     Params = BruteForceParams
     actions = (ALERT, REVOKE_USER)
     default_action = ALERT
+    event_types = frozenset({EventType.AUTH_FAILED})
     dedup_per_subject = True
 
     def evaluate(self, ctx: UserContext, params: BruteForceParams) -> Signal | None:

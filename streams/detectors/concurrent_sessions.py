@@ -58,6 +58,7 @@ class ConcurrentSessions(UserDetector):
     Params = ConcurrentSessionsParams
     actions = (STEP_UP, REVOKE, ALERT)
     default_action = STEP_UP
+    event_types = frozenset({EventType.AUTHENTICATED})
 
     def evaluate(self, ctx: UserContext, params: ConcurrentSessionsParams) -> Signal | None:
         event = ctx.event

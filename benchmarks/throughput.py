@@ -1,30 +1,32 @@
-"""Throughput and latency of the sessionwatch path, end to end, in one run on one embedded broker.
+"""Throughput and latency of the sessionwatch path, layer by layer, in one run on one embedded broker.
 
-    python -m benchmarks.throughput [--events N] [--sessions S] [--update-readme]
+    python -m benchmarks.throughput [--events N] [--sessions S] [--json FILE] [--update-readme]
+                                    [--skip-latency] [--profile SECONDS] [--logs DIR]
 
-(a) produce N contract events with confluent-kafka (into a fresh 1-partition topic, and into
-    sessionwatch.events for the worker)
-(b) raw aiokafka `getmany` consumption of the fresh topic (no group)
-(c) a bare faust agent (child process; own app, memory store, no web, no table, json.loads)
-(d) the pure pipeline in-process, no broker: SessionPipeline.process + a dict-backed SessionStore,
-    plus a cProfile top-10
-(e) the real worker (`sessionwatch worker` child process, default settings, 1 partition):
-    events/s from the first to the last processed event, and event -> revocation latency at a
-    low rate (hijacks sent 20 ms apart)
+1. produce N events with confluent-kafka into sessionwatch.events (1 partition)
+2. a raw confluent-kafka `consume(1000)` loop over them, no group (count only; + decode_event)
+3. Quix Streams' own loop, in a child process: a no-op `sdf.update`, and one doing
+   `state.get_bytes`/`set_bytes` per message; a fresh consumer group each
+4. in process, no broker: streams.local.LocalRunner (every detector, all three stages), and the
+   session stage alone (SessionPipeline.process over a dict of states)
+5. `sessionwatch worker`: 1 process on 1 partition, 2 processes on 2 partitions, timed by the
+   `decided_at` of hijack markers sent before and after the N events; the worker's revocation ids
+   for the N events are compared with LocalRunner's
+6. event -> revocation latency of the idle worker, then under 5,000 events/s of other traffic
 
-See benchmarks/README.md for what the figures mean. Every child process runs in its own session
-and is killed (process group) on exit.
+--profile SECONDS attaches py-spy to the 1-process worker while it drains a 200k-event backlog.
+See benchmarks/README.md for what the figures mean. Every child process runs in its own process
+group and is killed with it on exit, Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import cProfile
 import json
 import os
-import pstats
+import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -32,11 +34,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,7 @@ from producers.contract import (
     REVOCATIONS_TOPIC,
     Event,
     EventType,
+    Revocation,
     decode_event,
     decode_revocation,
     encode,
@@ -73,20 +77,41 @@ CURL = "curl/8.5.0"
 PATHS = ("/", "/inbox", "/settings", "/api/items", "/api/items/42", "/reports", "/search")
 HIJACK_SHARE = 0.01
 SECONDS_BETWEEN_REQUESTS = 15.0
+# Networks the bundled ASN data names as hosting (DigitalOcean, AWS, Hetzner, Scaleway).
+DATACENTER_NETS = tuple(IPv4Network(n) for n in ("167.99.0.0/16", "104.131.0.0/16",
+                                                 "159.65.0.0/16", "52.1.0.0/16", "5.9.0.0/16",
+                                                 "51.15.0.0/16"))
+TAKEOVER_AFTER_S = 1.0
+LATENCY_PAIRS, LATENCY_GAP_S, BACKGROUND_RATE = 200, 0.02, 5_000.0
+PROFILE_EVENTS = 200_000
 
 
-# -- events ----------------------------------------------------------------------------------
+# -- workload --------------------------------------------------------------------------------
+
+
+def kv(event: Event) -> tuple[bytes, bytes]:
+    return event.key.encode(), encode(event)
+
+
+@dataclass
+class Pair:
+    """A browser login, then a curl take-over of the session from a datacenter: revoked."""
+
+    events: list[Event]
+    hijack_id: str  # the take-over's event id, which its revocation names
+
+    @property
+    def messages(self) -> list[tuple[bytes, bytes]]:
+        return [kv(e) for e in self.events]
 
 
 @dataclass
 class Workload:
-    body: list[tuple[bytes, bytes]]           # (key, JSON value): the N events
-    body_events: list[Event]
-    first_pair: list[tuple[bytes, bytes]]     # a hijack pair before the body (start marker)
-    last_pair: list[tuple[bytes, bytes]]      # a hijack pair after the body (end marker)
-    first_hijack_id: str
-    last_hijack_id: str
-    hijacks: int                              # curl take-overs inside the body
+    body_events: list[Event]            # the N events
+    body: list[tuple[bytes, bytes]]     # the same as (key, JSON value)
+    first: Pair                         # a hijack pair 60 s before the body (start marker)
+    last: Pair                          # and 60 s after it (end marker)
+    hijacks: int                        # curl take-overs inside the body
 
 
 class EventMaker:
@@ -105,6 +130,10 @@ class EventMaker:
             if addr.is_global and not addr.is_multicast:
                 return str(addr)
 
+    def datacenter_ip(self) -> str:
+        net = self.rng.choice(DATACENTER_NETS)
+        return str(net[self.rng.randrange(1, net.num_addresses - 1)])
+
     def session(self) -> str:
         return self.hasher.hash(self.rng.getrandbits(256).to_bytes(32, "big").hex())
 
@@ -117,17 +146,13 @@ class EventMaker:
         return Event(schema=EVENT_SCHEMA, id=self.uuid(), type=type_, time=at, session=session,
                      user=user, ip=ip, user_agent=ua, attrs=attrs)
 
-    def hijack_pair(self, at: datetime) -> tuple[list[Event], str]:
-        """A browser session taken over by curl from another address: must revoke."""
+    def hijack_pair(self, at: datetime) -> Pair:
+        """A browser login at `at`; TAKEOVER_AFTER_S later curl uses the session elsewhere."""
         session, user = self.session(), f"pair-{self.rng.getrandbits(32):08x}@example.com"
         good = self.event(EventType.AUTHENTICATED, session, self.public_ip(), BROWSERS[0], at, user)
-        bad = self.event(EventType.ACTIVITY, session, self.public_ip(), CURL,
-                         at + timedelta(seconds=30), user)
-        return [good, bad], bad.id
-
-
-def kv(event: Event) -> tuple[bytes, bytes]:
-    return event.key.encode(), encode(event)
+        bad = self.event(EventType.ACTIVITY, session, self.datacenter_ip(), CURL,
+                         at + timedelta(seconds=TAKEOVER_AFTER_S), user)
+        return Pair([good, bad], bad.id)
 
 
 @dataclass
@@ -139,22 +164,29 @@ class _Session:
     seen: int = 0
 
 
-def make_workload(n: int, sessions: int, seed: int = 7) -> Workload:
+def make_workload(n: int, sessions: int, seed: int = 7, start: datetime | None = None,
+                  span_s: float | None = None, users: str = "user") -> Workload:
+    """N events over S sessions from `start` (default: two hours ago), spread over `span_s` of
+    event time (default: each session requests every ~15 s), plus the two marker pairs. Users
+    are `<users>000000@example.com`...: give other traffic its own, or the same users log in
+    from new addresses and the login-travel detector revokes.
+
+    A session's first event is `session.created`, the second `session.authenticated`, the rest
+    `session.activity`; ~1 % of activity is a curl take-over from another public address."""
     maker = EventMaker(seed)
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    pool = [
-        _Session(maker.session(), maker.public_ip(), maker.rng.choice(BROWSERS),
-                 f"user{i:06d}@example.com")
-        for i in range(sessions)
-    ]
+    # Computed exactly as before `start` existed, so the default body is unchanged to the µs
+    # (benchmarks/pipeline_profile.py digests it).
+    origin = start - timedelta(seconds=60) if start else (
+        datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2))
+    pool = [_Session(maker.session(), maker.public_ip(), maker.rng.choice(BROWSERS),
+                     f"{users}{i:06d}@example.com") for i in range(sessions)]
+    span = SECONDS_BETWEEN_REQUESTS * n / max(sessions, 1) if span_s is None else span_s
+    step = span / max(n, 1)
     events: list[Event] = []
     hijacks = 0
-    # Each session makes a request every ~SECONDS_BETWEEN_REQUESTS of event time on average.
-    span = SECONDS_BETWEEN_REQUESTS * n / max(sessions, 1)
-    step = span / max(n, 1)
     for j in range(n):
         s = maker.rng.choice(pool)
-        at = base + timedelta(seconds=60 + j * step)
+        at = origin + timedelta(seconds=60 + j * step)
         if s.seen == 0:
             ev = maker.event(EventType.CREATED, s.session, s.ip, s.ua, at, None)
         elif s.seen == 1:
@@ -166,393 +198,272 @@ def make_workload(n: int, sessions: int, seed: int = 7) -> Workload:
             ev = maker.event(EventType.ACTIVITY, s.session, s.ip, s.ua, at, s.user)
         s.seen += 1
         events.append(ev)
-    first, first_id = maker.hijack_pair(base)
-    last, last_id = maker.hijack_pair(base + timedelta(seconds=120 + span))
-    return Workload(
-        body=[kv(e) for e in events], body_events=events,
-        first_pair=[kv(e) for e in first], last_pair=[kv(e) for e in last],
-        first_hijack_id=first_id, last_hijack_id=last_id, hijacks=hijacks,
-    )
+    first = maker.hijack_pair(origin)
+    last = maker.hijack_pair(origin + timedelta(seconds=120 + span))
+    return Workload(events, [kv(e) for e in events], first, last, hijacks)
 
 
-# -- broker helpers --------------------------------------------------------------------------
+# -- broker and process helpers --------------------------------------------------------------
 
 
-def create_topics(bootstrap: str, topics: list[str]) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+class BenchError(Exception):
+    """A measurement could not be taken; the message says why (the other rows still run)."""
+
+
+def create_topics(bootstrap: str, topics: list[str] | tuple[str, ...], partitions: int = 1) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streams.topics import RETENTION_CONFIG  # Quix reads retention.*; Tansu returns only these
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(t, 1, 1) for t in topics], operation_timeout=10)
-    for topic, fut in futures.items():
+    new = [NewTopic(t, partitions, 1, config=dict(RETENTION_CONFIG)) for t in topics]
+    for topic, fut in admin.create_topics(new, operation_timeout=10).items():
         try:
             fut.result(15)
-        except Exception as exc:  # already exists is fine
+        except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise RuntimeError(f"creating {topic}: {exc}") from exc
+                raise BenchError(f"creating {topic}: {exc}") from exc
+
+
+def recreate_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Delete `topic`, create it empty with `partitions` (the worker's input name is fixed)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.delete_topics([topic], operation_timeout=10).values():
+        fut.result(15)
+    deadline = time.monotonic() + 15
+    while topic in admin.list_topics(timeout=5).topics:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{topic} still listed 15 s after deleting it")
+        time.sleep(0.1)
+    create_topics(bootstrap, [topic], partitions)
+    while len(admin.list_topics(timeout=5).topics[topic].partitions) != partitions:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{topic} was not recreated with {partitions} partitions")
+        time.sleep(0.1)
 
 
 def make_producer(bootstrap: str, linger_ms: float) -> Any:
     from confluent_kafka import Producer
 
-    return Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": linger_ms,
-        "batch.num.messages": 10_000,
-        "queue.buffering.max.messages": 1_000_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-        "enable.idempotence": False,
-    })
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms,
+                     "batch.num.messages": 10_000, "queue.buffering.max.messages": 1_000_000,
+                     "queue.buffering.max.kbytes": 1_048_576, "enable.idempotence": False,
+                     "log_level": 4})
 
 
-def produce_all(producer: Any, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
-    """Produce and flush; returns the seconds it took."""
+def produce_all(producer: Any, messages: list[tuple[bytes, bytes]],
+                partition: int | None = None) -> float:
+    """Produce to sessionwatch.events and flush; the seconds from the first call to `flush`."""
+    where = {} if partition is None else {"partition": partition}
     t0 = time.perf_counter()
     for key, value in messages:
         while True:
             try:
-                producer.produce(topic, value=value, key=key)
+                producer.produce(EVENTS_TOPIC, value=value, key=key, **where)
                 break
             except BufferError:
                 producer.poll(0.01)
-    remaining = producer.flush(60)
-    if remaining:
-        raise RuntimeError(f"{remaining} messages not delivered to {topic}")
+    if remaining := producer.flush(60):
+        raise BenchError(f"{remaining} messages not delivered to {EVENTS_TOPIC}")
     return time.perf_counter() - t0
 
 
-def end_offset(bootstrap: str, topic: str) -> tuple[int, int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks",
-                  "enable.auto.commit": False})
-    try:
-        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-    finally:
-        c.close()
-
-
-def committed_offset(bootstrap: str, group: str, topic: str) -> int | None:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        tps = c.committed([TopicPartition(topic, 0)], timeout=10)
-        return tps[0].offset if tps and tps[0].offset >= 0 else None
-    except Exception:
-        return None
-    finally:
-        c.close()
-
-
-# -- child processes -------------------------------------------------------------------------
-
-
 @contextmanager
-def child(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[Any]:
+def child(cmd: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A child in its own session (process group); the group is killed when the block ends."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         yield proc
     finally:
-        kill_group(proc)
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait)
-            # the leader is gone; make sure nothing it started lingers in its group
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, sig)
+                proc.wait(5)
             except ProcessLookupError:
-                pass
-            break
-        except subprocess.TimeoutExpired:
-            continue
+                break
+            except subprocess.TimeoutExpired:
+                continue
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONWATCH_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
+def rate(events: int, seconds: float, **more: Any) -> dict[str, Any]:
+    return {"events": events, "wall_s": seconds, "events_per_s": events / seconds, **more}
 
 
-# -- (b) raw aiokafka ------------------------------------------------------------------------
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    if not ordered:
+        return {}
+    at = {p: ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] for p in (50, 95, 99)}
+    return {"p50": at[50] * 1e3, "p95": at[95] * 1e3, "p99": at[99] * 1e3, "max": ordered[-1] * 1e3}
 
 
-async def _aiokafka_read(bootstrap: str, topic: str, n: int, parse: bool) -> dict[str, Any]:
-    from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
+# -- 2. the raw reader; 3. Quix Streams' own loop --------------------------------------------
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=1500)
-    await consumer.start()
+
+def raw_read(bootstrap: str, total: int, decode: bool) -> dict[str, Any]:
+    """A plain consume(1000) loop, assigned (no group membership, no commits). Timed from the
+    return of the first batch (which paid for connecting and the first fetch) to the last
+    message; the first batch's messages are not counted."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "log_level": 3})
     try:
-        count = calls = 0
-        t0 = time.perf_counter()  # connected; the first fetch is part of the measurement
-        loads = json.loads
-        while count < n:
-            batch = await consumer.getmany(timeout_ms=2000)
-            calls += 1
-            got = 0
-            for records in batch.values():
-                got += len(records)
-                if parse:
-                    for r in records:
-                        loads(r.value)
-            count += got
+        consumer.assign([TopicPartition(EVENTS_TOPIC, 0, OFFSET_BEGINNING)])
+        count = first = 0
+        t0, deadline = 0.0, time.monotonic() + 60
+        while count < total and time.monotonic() < deadline:
+            # consume(n) returns at n messages or at the timeout: never ask for more than are left
+            batch = [m for m in consumer.consume(min(1000, total - count), timeout=1.0)
+                     if m.error() is None]
+            if decode:
+                for m in batch:
+                    decode_event(m.value())
+            count += len(batch)
+            if batch and not first:
+                first, t0 = len(batch), time.perf_counter()
         wall = time.perf_counter() - t0
     finally:
-        await consumer.stop()
-    return {"events": count, "wall_s": wall, "events_per_s": count / wall, "getmany_calls": calls}
+        consumer.close()
+    if count < total:
+        raise BenchError(f"the raw reader got {count} of {total} messages within 60 s")
+    return rate(count - first, wall)
 
 
-async def _aiokafka_latency(bootstrap: str, topic: str, wait_ms: int, n: int,
-                            gap_s: float) -> dict[str, float]:
-    """Produce -> receive latency of a raw aiokafka consumer at a low rate (broker fetch wait)."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="latest", fetch_max_wait_ms=wait_ms)
-    await consumer.start()
-    try:
-        await consumer.seek_to_end()
-        await asyncio.sleep(0.5)
-        producer = make_producer(bootstrap, linger_ms=0)
-        sent: dict[int, float] = {}
-        latencies: list[float] = []
-
-        async def send() -> None:
-            for i in range(n):
-                sent[i] = time.perf_counter()
-                producer.produce(topic, value=str(i).encode())
-                producer.poll(0)
-                await asyncio.sleep(gap_s)
-            producer.flush(10)
-
-        task = asyncio.create_task(send())
-        deadline = time.monotonic() + n * gap_s + 10
-        while len(latencies) < n and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=2000)
-            now = time.perf_counter()
-            for records in batch.values():
-                latencies.extend(now - sent[int(r.value)] for r in records)
-        await task
-    finally:
-        await consumer.stop()
-    return _percentiles(latencies)
+def median_of_3(read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    runs = sorted((read() for _ in range(3)), key=lambda r: r["events_per_s"])
+    return {**runs[1], "all_events_per_s": [r["events_per_s"] for r in runs]}
 
 
-def bench_aiokafka_latency(bootstrap: str, wait_ms: int, n: int, gap_s: float) -> dict[str, float]:
-    topic = f"bench.latency.{wait_ms}.{uuid.uuid4().hex[:6]}"
-    create_topics(bootstrap, [topic])
-    return asyncio.run(_aiokafka_latency(bootstrap, topic, wait_ms, n, gap_s))
+def bare_app_main() -> None:
+    """Child-process entry (bench_bare_app): a Quix Application doing nothing per message (or
+    one state read and write), stopped at the COUNT-th; times from Quix's on_message_processed
+    callback for the first message to the one for the COUNT-th, and writes them to OUT.
+
+    argv: BOOTSTRAP COUNT stateless|stateful OUT STATE_DIR"""
+    bootstrap, count_s, mode, out, state_dir = sys.argv[1:6]
+    from quixstreams import Application
+    from quixstreams.models import TopicConfig
+    from quixstreams.state.memory import MemoryStore
+
+    from streams.settings import Settings
+    from streams.topics import RETENTION_CONFIG
+
+    count, s, seen, marks = int(count_s), Settings(), [0], []
+
+    def processed(_topic: str, _partition: int, _offset: int) -> None:
+        seen[0] += 1
+        if seen[0] in (1, count):
+            marks.append((time.perf_counter(), time.process_time(), time.time()))
+            if seen[0] == count:
+                app.stop()
+
+    app = Application(  # the worker's consumer settings (streams/engine.py): the rest is our code
+        broker_address=bootstrap, consumer_group=f"bench-quix-{mode}-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest", commit_interval=s.commit_interval_s, state_dir=state_dir,
+        consumer_poll_timeout=0.05, loglevel="WARNING", on_message_processed=processed,
+        consumer_extra_config={"fetch.wait.max.ms": s.fetch_max_wait_ms,
+                               "session.timeout.ms": int(s.session_timeout_s * 1000),
+                               "heartbeat.interval.ms": int(s.session_timeout_s * 200)})
+    config = TopicConfig(num_partitions=1, replication_factor=1, extra_config=dict(RETENTION_CONFIG))
+    sdf = app.dataframe(app.topic(EVENTS_TOPIC, value_deserializer="bytes",
+                                  key_deserializer="bytes", config=config))
+    if mode == "stateful":
+        sdf.register_store(store_type=MemoryStore)  # the worker's default store
+
+        def step(value: bytes, state: Any) -> None:
+            state.get_bytes(b"s")
+            state.set_bytes(b"s", value)
+
+        sdf.update(step, stateful=True)
+    else:
+        sdf.update(lambda value: None)
+    app.run()
+    (p0, c0, w0), (p1, c1, _) = marks[0], marks[-1]
+    Path(out).write_text(json.dumps(rate(count - 1, p1 - p0, cpu_s=c1 - c0, first_at=w0)))
 
 
-def bench_aiokafka(bootstrap: str, topic: str, n: int, parse: bool,
-                   repeat: int = 3) -> dict[str, Any]:
-    """The median of `repeat` reads (one read of 100k events takes well under a second)."""
-    runs = sorted((asyncio.run(_aiokafka_read(bootstrap, topic, n, parse)) for _ in range(repeat)),
-                  key=lambda r: r["events_per_s"])
-    result = dict(runs[len(runs) // 2])
-    result["all_events_per_s"] = [r["events_per_s"] for r in runs]
+def bench_bare_app(bootstrap: str, total: int, stateful: bool, tmp: Path) -> dict[str, Any]:
+    mode = "stateful" if stateful else "stateless"
+    out, log = tmp / f"quix-{mode}.json", tmp / f"quix-{mode}.log"
+    cmd = [sys.executable, "-c", "from benchmarks.throughput import bare_app_main; bare_app_main()",
+           bootstrap, str(total), mode, str(out), str(tmp / f"quix-{mode}-state")]
+    launched = time.time()
+    with child(cmd, log) as proc:
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            pass
+    if not out.exists():
+        tail = log.read_text(errors="replace")[-2000:]
+        raise BenchError(f"the Quix app ({mode}) wrote no result within 120 s; log tail:\n{tail}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["startup_s"] = result.pop("first_at") - launched
     return result
 
 
-# -- (c) bare faust --------------------------------------------------------------------------
+# -- 4. in process ---------------------------------------------------------------------------
 
 
-def bench_bare_faust(bootstrap: str, topic: str, n: int, tmp: Path, timeout_s: float,
-                     profile: bool = False) -> dict[str, Any]:
-    tag = "bare_faust_profiled" if profile else "bare_faust"
-    result_path = tmp / f"{tag}.json"
-    profile_path = tmp / f"{tag}.pstats"
-    cmd = [sys.executable, "-m", "benchmarks._bare_faust", bootstrap, topic, str(n),
-           str(result_path), f"bench-bare-{uuid.uuid4().hex[:8]}"]
-    if profile:
-        cmd.append(str(profile_path))
-    t_start = time.perf_counter()
-    with child(cmd, tmp / f"{tag}.log", child_env()) as proc:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-    if not result_path.exists():
-        tail = (tmp / f"{tag}.log").read_text(errors="replace")[-2000:]
-        return {"error": f"no result within {timeout_s:.0f}s; log tail:\n{tail}"}
-    result: dict[str, Any] = json.loads(result_path.read_text())
-    result["process_s"] = time.perf_counter() - t_start
-    if profile and profile_path.exists():
-        result["profile"] = faust_profile(pstats.Stats(str(profile_path)))
-    return result
-
-
-# Where a faust agent's per-message time goes: (label, file suffix, function name), cumulative.
-FAUST_PARTS = (
-    ("Consumer._drain_messages (fetch loop, per message)", "faust/transport/consumer.py",
-     "_drain_messages"),
-    ("Service.wait_first (2 tasks per message)", "mode/services.py", "wait_first"),
-    ("asyncio.wait (inside wait_first)", "asyncio/tasks.py", "wait"),
-    ("Conductor on_message (per-message Lock)", "faust/transport/conductor.py", "on_message"),
-    ("asyncio.Lock.acquire", "asyncio/locks.py", "acquire"),
-    ("Stream._c_aiter (the agent's async-for)", "faust/streams.py", "_c_aiter"),
-    ("asyncio create_task", "asyncio/base_events.py", "create_task"),
-    ("json.loads (the agent's work)", "json/__init__.py", "loads"),
-)
-
-
-def faust_profile(stats: pstats.Stats) -> dict[str, Any]:
-    raw = stats.stats  # type: ignore[attr-defined]
-    total = sum(v[2] for v in raw.values())
-    rows = sorted(((v[2], v[3], v[1], _func_name(k)) for k, v in raw.items()),
-                  reverse=True)
-    top = [{"tottime_s": tt, "share": tt / total, "cumtime_s": ct, "calls": nc,
-            "function": _short(name)} for tt, ct, nc, name in rows[:12]]
-    groups: dict[str, float] = {}
-    for (file_, _line, fn), v in raw.items():
-        group = "idle (waiting in epoll)" if "select.epoll" in fn else next(
-            (g for g, marker in _GROUPS if marker in file_), "other (builtins, C)")
-        groups[group] = groups.get(group, 0.0) + v[2]
-    parts = {}
-    for label, file_, fn in FAUST_PARTS:
-        hits = [v for k, v in raw.items() if k[0].endswith(file_) and k[2] == fn]
-        parts[label] = {"cumtime_s": sum(v[3] for v in hits), "calls": sum(v[1] for v in hits)}
-    return {"own_total_s": total, "top": top, "parts": parts,
-            "own_by_package": {g: t / total for g, t in sorted(groups.items(), key=lambda x: -x[1])}}
-
-
-_GROUPS = (
-    ("asyncio (event loop, tasks, futures, locks)", "/asyncio/"),
-    ("faust", "/faust/"),
-    ("mode (faust's service library: wait_first, ...)", "/mode/"),
-    ("aiokafka", "/aiokafka/"),
-    ("json", "/json/"),
-    ("benchmark agent", "benchmarks/"),
-)
-
-
-# -- (d) pure pipeline -----------------------------------------------------------------------
-
-
-def bench_pipeline(raw_values: list[bytes]) -> dict[str, Any]:
+def bench_in_process(work: Workload) -> dict[str, Any]:
+    """LocalRunner (every stage) and the session stage alone over the decoded body; a fresh
+    Enricher each (cold caches), the process-wide GeoIP/ua-parser set-up paid before."""
     from streams.enrich import Enricher
+    from streams.local import LocalRunner
     from streams.pipeline import SessionPipeline
-    from streams.session_store import SessionStore
 
-    t0 = time.perf_counter()
-    events = [decode_event(v) for v in raw_values]
-    decode_s = time.perf_counter() - t0
-
-    def run(enricher: Enricher) -> tuple[float, dict[str, int]]:
-        pipeline = SessionPipeline(enricher)
-        store = SessionStore({})
-        counts = {"findings": 0, "revocations": 0, "duplicates": 0}
-        revocation_ids = []
-        now = datetime.now
-        t = time.perf_counter()
-        for event in events:
-            key = event.session.encode()  # type: ignore[union-attr]
-            outcome = pipeline.process(event, store.get(key), now(UTC))
-            if outcome.duplicate:
-                counts["duplicates"] += 1
-                continue
-            store.put(key, outcome, 0)
-            counts["findings"] += len(outcome.findings)
-            if outcome.revocation is not None:
-                counts["revocations"] += 1
-                revocation_ids.append(outcome.revocation.id)
-        elapsed = time.perf_counter() - t
-        counts["state_writes"] = store.writes
-        counts["sessions"] = len(store)
-        run.revocation_ids = revocation_ids  # type: ignore[attr-defined]
-        return elapsed, counts
-
-    # One-time, process-wide initialisation (ua-parser's resolver, GeoIP files) happens at a
-    # worker's first event too, but it is start-up cost, not per-event cost: pay it here.
     warm = Enricher()
     warm.client(BROWSERS[0])
     warm.network("8.8.8.8")
-    warm.close()
-    # A fresh Enricher per run: its lru caches start cold, as in a freshly started worker.
-    elapsed, counts = run(Enricher())
-    revocation_ids = set(run.revocation_ids)  # type: ignore[attr-defined]
+    events = work.body_events
+    t0 = time.perf_counter()
+    for _key, value in work.body:
+        decode_event(value)
+    decode_s = time.perf_counter() - t0
 
-    profiler = cProfile.Profile()
-    enricher = Enricher()
-    profiler.enable()
-    profiled_s, _ = run(enricher)
-    profiler.disable()
-    stats = pstats.Stats(profiler)
-    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
-    rows = []
-    for func, (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append((tt, ct, nc, _func_name(func)))
-    rows.sort(reverse=True)
-    top = [{"tottime_s": tt, "share": tt / total, "cumtime_s": ct, "calls": nc,
-            "function": _short(name)} for tt, ct, nc, name in rows[:10]]
-    # Cumulative time of the pipeline's parts (cProfile-inflated; shares are what matter).
-    wanted = {
-        "enrich.network_prefix": ("enrich.py", "network_prefix"),
-        "Enricher._network (GeoIP on cache miss)": ("enrich.py", "_network"),
-        "Enricher._client (ua-parser on cache miss)": ("enrich.py", "_client"),
-        "IpChange.evaluate": ("ip_change.py", "evaluate"),
-        "UaChange.evaluate": ("ua_change.py", "evaluate"),
-        "Policy.enabled": ("policy.py", "enabled"),
-        "policy.finding_id (uuid5)": ("policy.py", "finding_id"),
-        "Policy.decide": ("policy.py", "decide"),
-        "pipeline._advance (copy state)": ("pipeline.py", "_advance"),
-        "SessionState.material": ("state.py", "material"),
-        "SessionStore.get": ("session_store.py", "get"),
-        "SessionStore.put (incl. dump_state)": ("session_store.py", "put"),
-    }
-    breakdown = {}
-    for label, (file_, fn) in wanted.items():
-        ct = sum(v[3] for k, v in stats.stats.items()  # type: ignore[attr-defined]
-                 if k[0].endswith(file_) and k[2] == fn)
-        breakdown[label] = ct / profiled_s if profiled_s else 0.0
-    enricher.close()
-    return {
-        "events": len(events),
-        "events_per_s": len(events) / elapsed,
-        "wall_s": elapsed,
-        "decode_per_s": len(events) / decode_s,
-        "decode_plus_pipeline_per_s": len(events) / (elapsed + decode_s),
-        "counts": counts,
-        "revocation_ids": revocation_ids,
-        "profiled_s": profiled_s,
-        "top10": top,
-        "breakdown": breakdown,
-    }
+    runner = LocalRunner(enricher=Enricher())
+    revocations: list[Revocation] = []
+    t0 = time.perf_counter()
+    for event in events:
+        revocations += runner.process(event)[1]
+    revocations += runner.finish()[1]
+    local = rate(len(events), time.perf_counter() - t0, stats=str(runner.stats))
+
+    pipeline = SessionPipeline(Enricher())
+    states: dict[str | None, Any] = {}
+    t0 = time.perf_counter()
+    for event in events:
+        outcome = pipeline.process(event, states.get(event.session), datetime.now(UTC))
+        if not outcome.duplicate:
+            states[event.session] = outcome.state
+    session = rate(len(events), time.perf_counter() - t0, sessions=len(states))
+    return {"local": local, "session_stage": session, "decode_per_s": len(events) / decode_s,
+            "revocations": {r.id: r for r in revocations}}
 
 
-def _func_name(key: tuple[str, int, str]) -> str:
-    file_, line, fn = key
-    return fn if file_ == "~" else f"{file_}:{line}({fn})"
+# -- 5. the worker ---------------------------------------------------------------------------
 
 
-def _short(name: str) -> str:
-    for marker in ("site-packages/", str(ROOT) + "/"):
-        if marker in name:
-            return name.split(marker, 1)[1]
-    return name
-
-
-# -- (e) the real worker ---------------------------------------------------------------------
+@dataclass
+class Seen:
+    arrived: float   # perf_counter when the watching consumer returned it
+    revocation: Revocation
 
 
 @dataclass
 class RevocationWatch:
-    """Reads sessionwatch.revocations from the beginning in a thread; notes arrival times."""
+    """Reads sessionwatch.revocations from the beginning in a thread (assigned confluent
+    consumer, no group, fetch.wait.max.ms 5) and notes when each revocation arrived."""
 
     bootstrap: str
-    seen: dict[str, tuple[float, float, Any]] = field(default_factory=dict)  # hijack event id ->
-    # (arrival perf_counter, arrival wall clock, Revocation)
-    stop: threading.Event = field(default_factory=threading.Event)
+    received: list[Seen] = field(default_factory=list)
     error: list[BaseException] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> RevocationWatch:
         self._thread = threading.Thread(target=self._run, name="revocation-watch", daemon=True)
@@ -564,405 +475,439 @@ class RevocationWatch:
 
         try:
             c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "bench-watch",
-                          "enable.auto.commit": False, "fetch.wait.max.ms": 5,
-                          "fetch.min.bytes": 1})
+                          "enable.auto.commit": False, "fetch.wait.max.ms": 5, "log_level": 3})
             c.assign([TopicPartition(REVOCATIONS_TOPIC, 0, OFFSET_BEGINNING)])
-            while not self.stop.is_set():
+            while not self._stop.is_set():
                 msg = c.poll(0.05)
-                if msg is None or msg.error():
-                    continue
-                arrived, wall = time.perf_counter(), time.time()
-                rev = decode_revocation(msg.value() or b"")
-                for event_id in rev.events:
-                    self.seen[event_id] = (arrived, wall, rev)
+                if msg is not None and msg.error() is None:
+                    self.received.append(Seen(time.perf_counter(), decode_revocation(msg.value())))
             c.close()
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        except BaseException as exc:  # reported by wait_for
             self.error.append(exc)
 
-    def wait_for(self, event_ids: set[str], timeout_s: float, alive: Any = None) -> bool:
+    def mark(self) -> int:
+        return len(self.received)
+
+    def since(self, mark: int) -> dict[str, Seen]:
+        """Event id -> the first revocation naming it, among those received after `mark`."""
+        out: dict[str, Seen] = {}
+        for seen in self.received[mark:]:
+            for event_id in seen.revocation.events:
+                out.setdefault(event_id, seen)
+        return out
+
+    def wait_for(self, event_ids: set[str], mark: int, timeout_s: float,
+                 alive: Callable[[], bool] = lambda: True) -> bool:
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if event_ids <= self.seen.keys():
-                return True
-            if alive is not None and not alive():
+        while not event_ids <= self.since(mark).keys():
+            if self.error:
+                raise BenchError(f"the revocation watcher failed: {self.error[0]!r}")
+            if time.monotonic() > deadline or not alive():
                 return False
             time.sleep(0.02)
-        return event_ids <= self.seen.keys()
+        return True
+
+    def settle(self, quiet_s: float = 2.0, timeout_s: float = 20.0) -> None:
+        """Until nothing arrived for `quiet_s` (held user/source decisions come out late)."""
+        deadline, count, since = time.monotonic() + timeout_s, self.mark(), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet_s:
+            time.sleep(0.1)
+            if self.mark() != count:
+                count, since = self.mark(), time.monotonic()
 
     def close(self) -> None:
-        self.stop.set()
+        self._stop.set()
         self._thread.join(5)
 
 
-def bench_worker(bootstrap: str, work: Workload, expected_revocations: set[str] | None,
-                 tmp: Path, timeout_s: float, latency_pairs: int,
-                 latency_gap_s: float) -> dict[str, Any]:
-    app_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
-    log_path = tmp / "worker.log"
-    producer = make_producer(bootstrap, linger_ms=5)
-    messages = work.first_pair + work.body + work.last_pair
-    produce_s = produce_all(producer, EVENTS_TOPIC, messages)
-    out: dict[str, Any] = {"app_id": app_id, "produce_events_topic_s": produce_s,
-                           "log": str(log_path)}
-    watch = RevocationWatch(bootstrap).start()
-    cmd = [sys.executable, "-m", "sessionwatch", "worker", "--app-id", app_id,
-           "--partitions", "1"]
+def events_partitions(worker: Any) -> tuple[int, ...] | None:
+    """The sessionwatch.events partitions named in the worker's last `worker: ready` line."""
+    lines = re.findall(r"worker: ready, .*", worker.log_path.read_text(errors="replace"))
+    return tuple(int(p) for p in re.findall(r"sessionwatch\.events\[(\d+)\]", lines[-1])) \
+        if lines else None
+
+
+def counters(worker: Any) -> str:
+    """The worker's counters, from the diagnostics it logs on SIGUSR1 (streams/diagnostics.py)."""
+    before = worker.log_path.read_bytes().count(b"counters: ")
+    os.kill(worker.proc.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        text = worker.log_path.read_text(errors="replace")
+        if text.count("counters: ") > before:
+            return str(text.rsplit("counters: ", 1)[1].splitlines()[0])
+        time.sleep(0.1)
+    return "n/a (no diagnostics within 5 s)"
+
+
+def marker_span(watch: RevocationWatch, mark: int, starts: list[Pair], ends: list[Pair],
+                workers: list[Any], timeout_s: float) -> tuple[float, float]:
+    """decided_at of the earliest start marker's revocation and of the latest end marker's."""
+    def alive() -> bool:
+        return all(w.proc.poll() is None for w in workers)
+
+    for label, pairs, wait in (("start", starts, 120.0), ("end", ends, timeout_s)):
+        if not watch.wait_for({p.hijack_id for p in pairs}, mark, wait, alive):
+            why = "a worker exited" if not alive() else f"no revocation within {wait:.0f} s"
+            raise BenchError(f"the {label} marker was never revoked ({why})")
+    seen = watch.since(mark)
+    decided = {p.hijack_id: seen[p.hijack_id].revocation.decided_at.timestamp()
+               for p in starts + ends}
+    return min(decided[p.hijack_id] for p in starts), max(decided[p.hijack_id] for p in ends)
+
+
+def caught_up(bootstrap: str, app_id: str, watch: RevocationWatch,
+              workers: list[Any]) -> dict[str, Any]:
+    """Wait until the group committed to the true log ends and no revocation is coming."""
+    from streams.log_end import wait_caught_up
+    from streams.routing import by_source_topic, by_user_topic
+
+    topics = [EVENTS_TOPIC, by_user_topic(app_id), by_source_topic(app_id)]
+    done = wait_caught_up(bootstrap, app_id, topics, timeout_s=60, settle_s=1.0)
+    watch.settle()
+    return {"caught_up": done, "counters": [counters(w) for w in workers]}
+
+
+def compare(watch: RevocationWatch, mark: int, body_ids: set[str],
+            expected: dict[str, Revocation]) -> dict[str, Any]:
+    """The worker's revocations caused by body events vs LocalRunner's, by id."""
+    records = [s.revocation for s in watch.received[mark:] if body_ids.intersection(s.revocation.events)]
+    got = {r.id: r for r in records}
+
+    def show(r: Revocation) -> str:
+        why = "+".join(reason.detector for reason in r.reasons)
+        return f"{r.id} {r.scope.value} {r.action.value} ({why}) events {r.events[:3]}"
+
+    return {"equal": got.keys() == expected.keys(), "worker": len(got), "local": len(expected),
+            "duplicate_records": len(records) - len(got),
+            "scopes": dict(Counter(r.scope.value for r in got.values())),
+            "only_worker": [show(got[i]) for i in sorted(got.keys() - expected.keys())[:5]],
+            "only_local": [show(expected[i]) for i in sorted(expected.keys() - got.keys())[:5]]}
+
+
+def bench_workers(bootstrap: str, work: Workload, expected: dict[str, Revocation],
+                  watch: RevocationWatch, tmp: Path, stack: ExitStack,
+                  count: int) -> tuple[dict[str, Any], list[Any]]:
+    """`count` workers in a fresh group on sessionwatch.events recreated with `count`
+    partitions. The data is produced once each worker holds one partition (so no rebalance falls
+    in the timed span): a start marker per partition, the body, an end marker per partition.
+    Returns the figures and the workers, still running."""
+    from sessionwatch.processes import WorkerProcess
+
+    recreate_topic(bootstrap, EVENTS_TOPIC, count)
+    app_id = f"bench-x{count}-{uuid.uuid4().hex[:6]}"
+    launched = time.time()
+    workers = []
+    for i in range(count):
+        w = WorkerProcess(bootstrap, tmp / f"worker-x{count}-{i}.log", app_id=app_id,
+                          partitions=count, data_dir=str(tmp / f"worker-x{count}-{i}"))
+        stack.callback(w.stop)
+        workers.append(w)
+    out: dict[str, Any] = {"app_id": app_id}
     try:
-        launched = time.time()
-        with child(cmd, log_path, child_env(SESSIONWATCH_BOOTSTRAP=bootstrap)) as proc:
-            alive = lambda: proc.poll() is None  # noqa: E731
-            if not watch.wait_for({work.first_hijack_id}, 90, alive):
-                out["error"] = ("the worker never revoked the first hijack (no revocation for the "
-                                "first event pair within 90 s)")
-                return _worker_diagnose(out, bootstrap, app_id, log_path, proc, watch)
-            first = watch.seen[work.first_hijack_id][2]
-            out["startup_s"] = first.decided_at.timestamp() - launched
-            if not watch.wait_for({work.last_hijack_id}, timeout_s, alive):
-                out["error"] = (f"the worker did not reach the last event within {timeout_s:.0f}s"
-                                " of the first")
-                return _worker_diagnose(out, bootstrap, app_id, log_path, proc, watch)
-            last = watch.seen[work.last_hijack_id][2]
-            span = (last.decided_at - first.decided_at).total_seconds()
-            # from the first pair's hijack (processed at `first`) to the last pair's hijack
-            events_between = len(work.body) + 2
-            out["throughput"] = {"events": events_between, "wall_s": span,
-                                 "events_per_s": events_between / span}
-            body_ids = {e.id for e in work.body_events}
-            got = {rev.id for eid, (_a, _w, rev) in list(watch.seen.items()) if eid in body_ids}
-            out["body_revocations"] = len(got)
-            if expected_revocations is not None:
-                out["matches_pipeline"] = got == expected_revocations
-            out["latency"] = _latency(bootstrap, watch, latency_pairs, latency_gap_s, alive)
-            _, high = end_offset(bootstrap, EVENTS_TOPIC)
-            committed = None
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline:  # faust commits every ~2.8 s
-                committed = committed_offset(bootstrap, app_id, EVENTS_TOPIC)
-                if committed == high:
-                    break
-                time.sleep(0.5)
-            out["committed"], out["end_offset"] = committed, high
-            out["stats_lines"] = _stats_lines(log_path)
-            out["dead_lettered"] = _count(log_path, "dead-lettered")
-            out["processing_failed"] = _count(log_path, "processing failed")
-            return out
-    finally:
-        watch.close()
+        deadline = time.monotonic() + 120
+        while sorted(events_partitions(w) or () for w in workers) != [(p,) for p in range(count)]:
+            if any(w.proc.poll() is not None for w in workers) or time.monotonic() > deadline:
+                raise BenchError("the workers did not settle on one partition each in 120 s")
+            time.sleep(0.2)
+        out["startup_s"] = time.time() - launched
+        readies = [w.log_path.read_bytes().count(b"worker: ready") for w in workers]
+        maker = EventMaker(seed=30 + count)
+        first_at, last_at = work.first.events[0].time, work.last.events[0].time
+        starts = [work.first] + [maker.hijack_pair(first_at) for _ in range(count - 1)]
+        ends = [work.last] + [maker.hijack_pair(last_at) for _ in range(count - 1)]
+        mark = watch.mark()
+        producer = make_producer(bootstrap, linger_ms=5)
+        for p, pair in enumerate(starts):
+            produce_all(producer, pair.messages, partition=p)
+        produce_all(producer, work.body)
+        for p, pair in enumerate(ends):
+            produce_all(producer, pair.messages, partition=p)
+        t0, t1 = marker_span(watch, mark, starts, ends, workers, 60 + len(work.body) / 300)
+        # after the first start take-over: the other start pairs, the body, the end pairs
+        out["throughput"] = rate(len(work.body) + 4 * count - 2, t1 - t0)
+        out.update(caught_up(bootstrap, app_id, watch, workers))
+        out["rebalanced"] = readies != [w.log_path.read_bytes().count(b"worker: ready")
+                                        for w in workers]
+        out["body"] = compare(watch, mark, {e.id for e in work.body_events}, expected)
+    except BenchError as exc:
+        out["error"] = str(exc)
+        out["log_tail"] = "\n".join(f"--- {w.log_path.name}\n{w.tail(25)}" for w in workers)
+    return out, workers
 
 
-# The worker's parts, cumulative per processed event: (label, file suffix, function name).
-WORKER_PARTS = (
-    ("session_agent body (all per-event work in the agent)", "streams/app.py", "session_agent"),
-    ("decode_event (msgspec + checks)", "producers/contract.py", "decode_event"),
-    ("SessionPipeline.process", "streams/pipeline.py", "process"),
-    ("SessionStore.put (table write on material change)", "streams/session_store.py", "put"),
-    ("faust Table.on_key_set (table write + changelog send)", "faust/tables/table.py",
-     "on_key_set"),
-    ("faust Topic.send (findings, revocations, changelog)", "faust/topics.py", "send"),
-    ("logging (revocation info lines)", "logging/__init__.py", "info"),
-    ("Consumer._drain_messages (fetch loop)", "faust/transport/consumer.py", "_drain_messages"),
-    ("Service.wait_first", "mode/services.py", "wait_first"),
-    ("Conductor on_message", "faust/transport/conductor.py", "on_message"),
-    ("Stream._c_aiter", "faust/streams.py", "_c_aiter"),
-    ("asyncio create_task", "asyncio/base_events.py", "create_task"),
-)
+# -- 6. latency ------------------------------------------------------------------------------
 
 
-def profile_worker(bootstrap: str, tmp: Path, seconds: float) -> dict[str, Any]:
-    """A second worker (fresh group: reads sessionwatch.events from the start) under cProfile."""
-    app_id = f"bench-prof-{uuid.uuid4().hex[:8]}"
-    out = tmp / "worker.pstats"
-    cmd = [sys.executable, "-m", "benchmarks._profiled_worker", str(out), "worker",
-           "--app-id", app_id, "--partitions", "1"]
-    with child(cmd, tmp / "worker_profiled.log",
-               child_env(SESSIONWATCH_BOOTSTRAP=bootstrap)) as proc:
-        time.sleep(seconds)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-    if not out.exists():
-        return {"error": "the profiled worker wrote no stats"}
-    raw = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
-    events = sum(v[1] for k, v in raw.items()
-                 if k[0].endswith("streams/pipeline.py") and k[2] == "process")
-    total = sum(v[2] for v in raw.values())
-    groups: dict[str, float] = {}
-    for (file_, _line, fn), v in raw.items():
-        group = "idle (waiting in epoll)" if "select.epoll" in fn else next(
-            (g for g, marker in _WORKER_GROUPS if marker in file_), "other (builtins, C)")
-        groups[group] = groups.get(group, 0.0) + v[2]
-    parts = {}
-    for label, file_, fn in WORKER_PARTS:
-        hits = [v for k, v in raw.items() if k[0].endswith(file_) and k[2] == fn]
-        parts[label] = {"cumtime_s": sum(v[3] for v in hits), "calls": sum(v[1] for v in hits)}
-    return {"seconds": seconds, "events": events, "own_total_s": total, "parts": parts,
-            "own_by_package": {g: t / total for g, t in sorted(groups.items(), key=lambda x: -x[1])}}
+class Background(threading.Thread):
+    """Workload traffic at `rate` events/s: confluent produce calls, paced every 5 ms."""
+
+    def __init__(self, bootstrap: str, messages: list[tuple[bytes, bytes]], rate: float) -> None:
+        super().__init__(name="background", daemon=True)
+        self.bootstrap, self.messages, self.rate = bootstrap, messages, rate
+        self.sent, self.seconds, self.stop = 0, 0.0, threading.Event()
+
+    def run(self) -> None:
+        producer = make_producer(self.bootstrap, linger_ms=5)
+        t0 = time.perf_counter()
+        while not self.stop.is_set() and self.sent < len(self.messages):
+            due = min(len(self.messages), int((time.perf_counter() - t0) * self.rate) + 1)
+            for key, value in self.messages[self.sent:due]:
+                producer.produce(EVENTS_TOPIC, key=key, value=value)
+            self.sent = due
+            producer.poll(0)
+            time.sleep(0.005)
+        self.seconds = time.perf_counter() - t0
+        producer.flush(30)
 
 
-_WORKER_GROUPS = (
-    ("asyncio", "/asyncio/"),
-    ("faust", "/faust/"),
-    ("mode", "/mode/"),
-    ("aiokafka", "/aiokafka/"),
-    ("sessionwatch (producers/, streams/)", "/main/producers/"),
-    ("sessionwatch (producers/, streams/)", "/main/streams/"),
-    ("ipaddress", "/ipaddress.py"),
-    ("logging", "/logging/"),
-    ("ua-parser / GeoIP", "/ua_parser"),
-    ("ua-parser / GeoIP", "/geoip2fast"),
-    ("ua-parser / GeoIP", "/maxminddb"),
-    ("import machinery (start-up)", "<frozen importlib"),
-)
-
-
-def _latency(bootstrap: str, watch: RevocationWatch, pairs: int, gap_s: float,
-             alive: Any) -> dict[str, Any]:
-    maker = EventMaker(seed=int(time.time()))
-    producer = make_producer(bootstrap, linger_ms=0)
-    hijacks: list[tuple[tuple[bytes, bytes], str]] = []
-    now = datetime.now(UTC)
-    for _ in range(pairs):
-        (good, bad), bad_id = maker.hijack_pair(now)
-        producer.produce(EVENTS_TOPIC, key=good.key.encode(), value=encode(good))
-        hijacks.append((kv(bad), bad_id))
-    producer.flush(30)
-    time.sleep(2.0)  # let the worker take the sessions' first events; then hijack one at a time
+def measure_latency(bootstrap: str, watch: RevocationWatch, seed: int, background_rate: float = 0.0,
+                    sessions: int = 2_500) -> dict[str, Any]:
+    """LATENCY_PAIRS hijacks: a browser login, TAKEOVER_AFTER_S later the curl take-over, the
+    take-overs LATENCY_GAP_S apart; latency = take-over sent -> its revocation at the watcher."""
+    background, lead = None, 0.2
+    if background_rate:
+        lead = 1.0  # the traffic runs alone for a second first, and on until the revocations are in
+        window = lead + LATENCY_PAIRS * LATENCY_GAP_S + TAKEOVER_AFTER_S + 10
+        traffic = make_workload(int(background_rate * window), sessions, seed=seed + 100,
+                                start=datetime.now(UTC), span_s=window, users=f"bg{seed}-")
+        background = Background(bootstrap, traffic.body, background_rate)
+    producer, maker = make_producer(bootstrap, linger_ms=0), EventMaker(seed)
+    start, to_wall = time.perf_counter() + lead, time.time() - time.perf_counter()
+    plan: list[tuple[float, tuple[bytes, bytes], str | None]] = []
+    for i in range(LATENCY_PAIRS):
+        due = start + i * LATENCY_GAP_S
+        pair = maker.hijack_pair(datetime.fromtimestamp(due + to_wall, UTC))
+        plan += [(due, kv(pair.events[0]), None),
+                 (due + TAKEOVER_AFTER_S, kv(pair.events[1]), pair.hijack_id)]
+    mark = watch.mark()
+    if background is not None:
+        background.start()
     sent: dict[str, tuple[float, float]] = {}
-    t_next = time.perf_counter()
-    for (key, value), bad_id in hijacks:
-        while (delay := t_next - time.perf_counter()) > 0:
-            time.sleep(min(delay, 0.005))
-        sent[bad_id] = (time.perf_counter(), time.time())
+    for due, (key, value), hijack in sorted(plan, key=lambda p: p[0]):
+        while (delay := due - time.perf_counter()) > 0:
+            time.sleep(min(delay, 0.002))
+        if hijack is not None:
+            sent[hijack] = (time.perf_counter(), time.time())
         producer.produce(EVENTS_TOPIC, key=key, value=value)
         producer.poll(0)
-        t_next += gap_s
-    producer.flush(30)
-    complete = watch.wait_for(set(sent), 30, alive)
-    total, to_decision = [], []
-    for bad_id, (sent_pc, sent_wall) in sent.items():
-        if bad_id in watch.seen:
-            arrived, _wall, rev = watch.seen[bad_id]
-            total.append(arrived - sent_pc)
-            to_decision.append(rev.decided_at.timestamp() - sent_wall)
-    return {"pairs": pairs, "gap_ms": gap_s * 1000, "received": len(total), "complete": complete,
-            "total_ms": _percentiles(total), "to_decision_ms": _percentiles(to_decision)}
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    ordered = sorted(values)
-
-    def pct(p: float) -> float:
-        return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
-
-    return {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": ordered[-1] * 1000,
-            "min": ordered[0] * 1000}
-
-
-def _stats_lines(log_path: Path) -> list[str]:
-    try:
-        lines = log_path.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    return [ln.split("stats: ", 1)[1] for ln in lines if "stats: " in ln]
-
-
-def _count(log_path: Path, needle: str) -> int:
-    try:
-        return log_path.read_text(errors="replace").count(needle)
-    except OSError:
-        return 0
-
-
-def _worker_diagnose(out: dict[str, Any], bootstrap: str, app_id: str, log_path: Path,
-                     proc: subprocess.Popen[bytes], watch: RevocationWatch) -> dict[str, Any]:
-    out["worker_exit_code"] = proc.poll()
-    out["revocations_seen"] = len(watch.seen)
-    out["committed"] = committed_offset(bootstrap, app_id, EVENTS_TOPIC)
-    out["end_offset"] = end_offset(bootstrap, EVENTS_TOPIC)[1]
-    out["stats_lines"] = _stats_lines(log_path)
-    try:
-        out["log_tail"] = log_path.read_text(errors="replace")[-3000:]
-    except OSError:
-        out["log_tail"] = ""
+    producer.flush(10)
+    watch.wait_for(set(sent), mark, 60)
+    if background is not None:
+        background.stop.set()
+        background.join(30)
+    seen = watch.since(mark)
+    out: dict[str, Any] = {
+        "received": sum(h in seen for h in sent),
+        "total_ms": percentiles([seen[h].arrived - t for h, (t, _) in sent.items() if h in seen]),
+        "to_decision_ms": percentiles([seen[h].revocation.decided_at.timestamp() - w
+                                       for h, (_, w) in sent.items() if h in seen])}
+    if background is not None:
+        out["background"] = {"target": background_rate, "sent": background.sent,
+                             "seconds": background.seconds,
+                             "achieved": background.sent / background.seconds}
     return out
+
+
+# -- --profile: where the worker's time goes -------------------------------------------------
+
+
+def profile_worker(bootstrap: str, worker: Any, watch: RevocationWatch, seconds: float,
+                   tmp: Path, sessions: int) -> dict[str, Any]:
+    """py-spy on the running worker while it drains a fresh backlog (the body's shape, event
+    times from now on) between its own start and end markers."""
+    backlog = make_workload(PROFILE_EVENTS, sessions, seed=41, start=datetime.now(UTC),
+                            users="backlog-")
+    mark = watch.mark()
+    produce_all(make_producer(bootstrap, linger_ms=5),
+                [*backlog.first.messages, *backlog.body, *backlog.last.messages])
+    raw = tmp / "worker.pyspy.txt"
+    cmd = [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(worker.proc.pid),
+           "-d", f"{seconds:g}", "-f", "raw", "-o", str(raw), "--nonblocking", "--full-filenames"]
+    started = time.time()
+    with child(cmd, tmp / "py-spy.log") as proc:
+        try:
+            proc.wait(seconds + 60)
+        except subprocess.TimeoutExpired:
+            pass
+    ended = time.time()
+    if not raw.exists():
+        raise BenchError("py-spy wrote no profile: "
+                         + (tmp / "py-spy.log").read_text(errors="replace")[-1500:])
+    out: dict[str, Any] = {"seconds": seconds, **read_collapsed(raw)}
+    t0, t1 = marker_span(watch, mark, [backlog.first], [backlog.last], [worker],
+                         60 + PROFILE_EVENTS / 1000)
+    out["backlog"] = rate(PROFILE_EVENTS + 2, t1 - t0, ran_out_s=t1 - started if t1 < ended else None)
+    return out
+
+
+def read_collapsed(path: Path, top: int = 25) -> dict[str, Any]:
+    """Aggregate py-spy's raw stacks (`frame;frame;... count`) by function: own = samples with it
+    on top, cumulative = samples with it anywhere in the stack (once per stack)."""
+    own: Counter[str] = Counter()
+    cumulative: Counter[str] = Counter()
+    modules: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [_frame(f) for f in stack.split(";")]
+        own[frames[-1][0]] += int(count)
+        modules[frames[-1][1].split("/")[0]] += int(count)
+        for name in {name for name, _ in frames}:
+            cumulative[name] += int(count)
+    return {"samples": sum(own.values()), "own": own.most_common(top),
+            "cumulative": cumulative.most_common(top + 20), "own_by_module": modules.most_common(8)}
+
+
+def _frame(frame: str) -> tuple[str, str]:
+    """'func (path/file.py:123)' -> ('func (short path)', short path), the line dropped."""
+    name, _, where = frame.rpartition(" (")
+    path = where.rstrip(")").rpartition(":")[0] or where.rstrip(")")
+    for marker in ("site-packages/", f"{ROOT}/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    else:
+        path = re.sub(r"^.*/lib/python3\.\d+/", "", path)
+    return f"{name or frame} ({path})", path
 
 
 # -- report ----------------------------------------------------------------------------------
 
 
-def source_state() -> str:
-    """The commit under test and whether the working tree differs from it (`git status` only)."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain=v2", "--branch"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    oid = next((ln.split()[-1] for ln in out.splitlines() if ln.startswith("# branch.oid")), "?")
-    changed = [ln for ln in out.splitlines() if not ln.startswith("#")]
-    return f"commit {oid[:10]}" + (f" + {len(changed)} uncommitted paths" if changed else "")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import platform
-
-    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
-
-
-def versions() -> str:
+def environment() -> dict[str, str]:
+    """Machine, versions and the commit under test (`git status` only), for the header."""
     from importlib.metadata import version
 
-    names = ("faust-streaming", "aiokafka", "confluent-kafka", "msgspec")
-    return ", ".join(f"{n} {version(n)}" for n in names)
+    import confluent_kafka
+
+    from sessionwatch.broker import find_tansu
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "unknown CPU")
+    tansu = subprocess.run([find_tansu(), "--version"], capture_output=True, text=True,
+                           timeout=10).stdout.strip()
+    git = subprocess.run(["git", "status", "--porcelain=v2", "--branch"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=10).stdout.splitlines()
+    oid = next((ln.split()[-1] for ln in git if ln.startswith("# branch.oid")), "?")
+    changed = sum(not ln.startswith("#") for ln in git)
+    return {
+        "machine": f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
+                   f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        "versions": f"quixstreams {version('quixstreams')}, confluent-kafka "
+                    f"{version('confluent-kafka')} (librdkafka {confluent_kafka.libversion()[0]}), "
+                    f"msgspec {version('msgspec')}, Python {platform.python_version()}, "
+                    f"{tansu or 'tansu ?'} (memory storage)",
+        "source": f"commit {oid[:10]}" + (f" + {changed} uncommitted paths" if changed else ""),
+    }
 
 
-def worker_settings() -> str:
-    """The worker's default tuning, as the code under test has it (it changes under us)."""
-    from dataclasses import asdict
-
-    from streams.settings import Settings
-
-    wanted = ("max_poll_records", "stream_buffer_maxsize", "fetch_max_wait_ms", "state_flush_s",
-              "session_timeout_s", "store")
-    values = asdict(Settings())
-    return ", ".join(f"{k}={values[k]}" for k in wanted if k in values)
+def _value(d: Any) -> str:
+    if not isinstance(d, dict):
+        return "n/a"
+    if "total_ms" in d:
+        t = d["total_ms"]
+        return " / ".join(f"{t[k]:.0f}" for k in ("p50", "p95", "p99", "max")) if t else "none"
+    return f"{d['events_per_s']:,.0f}" if "events_per_s" in d else "error"
 
 
 def table(r: dict[str, Any]) -> str:
-    def rate(x: Any) -> str:
-        return f"{x:>12,.0f}" if isinstance(x, (int, float)) else f"{'n/a':>12}"
-
-    w = r.get("worker", {})
-    lat = w.get("latency", {})
-    rows = [
-        ("(a) produce, confluent-kafka -> Tansu", rate(r["produce"]["events_per_s"]), "events/s"),
-        ("(b) raw aiokafka getmany, no group", rate(r["aiokafka"]["events_per_s"]), "events/s"),
-        ("    same + json.loads per message", rate(r["aiokafka_json"]["events_per_s"]), "events/s"),
-        ("    produce -> getmany latency p50, fetch_max_wait 1500 ms",
-         rate(r["aiokafka_latency"]["1500"].get("p50")), "ms"),
-        ("    produce -> getmany latency p50, fetch_max_wait 10 ms",
-         rate(r["aiokafka_latency"]["10"].get("p50")), "ms"),
-        ("(c) bare faust agent (json.loads)", rate(r["bare_faust"].get("events_per_s")),
-         "events/s"),
-        ("(d) pure pipeline, dict store, no broker", rate(r["pipeline"]["events_per_s"]),
-         "events/s"),
-        ("    decode_event + pipeline", rate(r["pipeline"]["decode_plus_pipeline_per_s"]),
-         "events/s"),
-        ("(e) sessionwatch worker, 1 partition",
-         rate(w.get("throughput", {}).get("events_per_s")), "events/s"),
-        ("(e) event -> revocation received, p50", rate(lat.get("total_ms", {}).get("p50")), "ms"),
-        ("(e) event -> revocation received, p99", rate(lat.get("total_ms", {}).get("p99")), "ms"),
-    ]
-    width = max(len(a) for a, _, _ in rows)
-    head = [f"| {'measurement':<{width}} | {'value':>12} | {'unit':<8} |",
-            f"|{'-' * (width + 2)}|{'-' * 13}:|{'-' * 10}|"]
-    return "\n".join(head + [f"| {a:<{width}} | {b} | {c:<8} |" for a, b, c in rows])
+    w1, w2, inp = r.get("worker_1", {}), r.get("worker_2", {}), r.get("in_process", {})
+    loaded = w1.get("latency_load", {})
+    ev, ms = "events/s", "ms"
+    cells = [(label, _value(d), unit) for label, d, unit in (
+        ("1. produce, confluent-kafka -> sessionwatch.events (1 partition)", r.get("produce"), ev),
+        ("2. raw consume(1000) loop, no group, count only", r.get("raw"), ev),
+        ("   same + decode_event per message", r.get("raw_decode"), ev),
+        ("3. Quix Application, no-op sdf.update (child process)", r.get("quix"), ev),
+        ("   same + state.get_bytes/set_bytes per message", r.get("quix_stateful"), ev),
+        ("4. LocalRunner, every detector, 3 stages (in process)", inp.get("local"), ev),
+        ("   session stage alone (SessionPipeline.process, dict)", inp.get("session_stage"), ev),
+        ("5. sessionwatch worker, 1 process, 1 partition", w1.get("throughput"), ev),
+        ("   sessionwatch worker, 2 processes, 2 partitions", w2.get("throughput"), ev),
+        ("6. event -> revocation, idle worker, p50/p95/p99/max", w1.get("latency_idle"), ms),
+        (f"   same, {loaded.get('background', {}).get('achieved', 0):,.0f} events/s other traffic",
+         loaded, ms))]
+    w, v = max(len(c[0]) for c in cells), max(len(c[1]) for c in cells)
+    lines = [f"| {'measurement':<{w}} | {'value':>{v}} | unit     |",
+             f"|{'-' * (w + 2)}|{'-' * (v + 1)}:|----------|"]
+    return "\n".join(lines + [f"| {a:<{w}} | {b:>{v}} | {c:<8} |" for a, b, c in cells])
 
 
 def details(r: dict[str, Any]) -> str:
     out = []
-    for key in ("aiokafka", "aiokafka_json"):
-        runs = ", ".join(f"{x:,.0f}" for x in r[key].get("all_events_per_s", []))
-        out.append(f"{key}: median of 3 reads of {r[key]['events']:,} events "
-                   f"({r[key]['getmany_calls']} getmany calls each); all: {runs} events/s")
-    for wait, pc in r["aiokafka_latency"].items():
-        if pc:
-            out.append(f"raw aiokafka at a low rate (100 messages {r['gap_ms']:.0f} ms apart), "
-                       f"fetch_max_wait_ms={wait}: produce -> getmany p50 {pc['p50']:.0f} "
-                       f"p90 {pc['p90']:.0f} p99 {pc['p99']:.0f} max {pc['max']:.0f} ms")
-    bf = r["bare_faust"]
-    if "timers" in bf:
-        g, f = bf["timers"]["getmany"], bf["timers"]["fetched_records"]
-        out.append(
-            f"bare faust: {bf['events']:,} events in {bf['wall_s']:.1f} s wall, "
-            f"{bf['cpu_s']:.1f} s CPU (all threads) = {bf['cpu_s'] / bf['wall_s']:.0%} of one core; "
-            f"getmany (event loop -> consumer thread): {g['calls']} calls, "
-            f"{g['seconds']:.1f} s total, {1000 * g['seconds'] / max(g['calls'], 1):.0f} ms and "
-            f"{g['records'] / max(g['calls'], 1):.0f} records per call; Fetcher.fetched_records "
-            f"in the consumer thread: {1000 * f['seconds'] / max(f['calls'], 1):.0f} ms per call")
-    elif "error" in bf:
-        out.append(f"bare faust: {bf['error']}")
-    prof = r.get("bare_faust_profile", {})
-    if "profile" in prof:
-        fp = prof["profile"]
-        out.append(f"bare faust under cProfile (event-loop thread, {prof['events']:,} messages, "
-                   f"{prof['events_per_s']:,.0f}/s while profiled); top 12 by own time:")
-        for row in fp["top"]:
-            out.append(f"  {row['share']:6.1%}  {row['tottime_s']:6.3f}s own  "
-                       f"{row['cumtime_s']:6.3f}s cum  {row['calls']:>8} calls  {row['function']}")
-        out.append("bare faust, own time by package (profiled): " + ", ".join(
-            f"{g} {share:.0%}" for g, share in fp["own_by_package"].items()))
-        out.append("bare faust, cumulative time per message of faust's parts (profiled):")
-        for label, part in fp["parts"].items():
-            per = 1e6 * part["cumtime_s"] / max(prof["events"], 1)
-            out.append(f"  {per:7.1f} us/msg  {part['calls']:>8} calls  {label}")
-    elif "error" in prof:
-        out.append(f"bare faust profile: {prof['error']}")
-    p = r["pipeline"]
-    c = p["counts"]
-    out.append(
-        f"pipeline: {p['events']:,} events, {c['findings']} findings, {c['revocations']} "
-        f"revocations, {c['state_writes']} state writes, {c['sessions']} sessions; decode_event "
-        f"alone {p['decode_per_s']:,.0f}/s; cProfile run {p['profiled_s']:.2f} s "
-        f"vs {p['wall_s']:.2f} s unprofiled")
-    out.append("pipeline cProfile top 10 by own time:")
-    for row in p["top10"]:
-        out.append(f"  {row['share']:6.1%}  {row['tottime_s']:6.3f}s own  {row['cumtime_s']:6.3f}s cum"
-                   f"  {row['calls']:>8} calls  {row['function']}")
-    out.append("pipeline parts, cumulative share of the profiled run:")
-    for label, share in sorted(p["breakdown"].items(), key=lambda kv: -kv[1]):
-        out.append(f"  {share:6.1%}  {label}")
-    w = r.get("worker", {})
-    if "error" in w:
-        out.append(f"worker: ERROR {w['error']}")
-        for k in ("worker_exit_code", "revocations_seen", "committed", "end_offset"):
-            out.append(f"  {k}: {w.get(k)}")
-        out.append("  stats lines: " + "; ".join(w.get("stats_lines", [])))
-        out.append("  log tail:\n" + w.get("log_tail", ""))
-    elif w:
-        t = w["throughput"]
-        out.append(f"worker default settings: {r['worker_settings']}")
-        out.append(
-            f"worker: startup (launch -> first revocation decided) {w['startup_s']:.1f} s; "
-            f"{t['events']:,} events in {t['wall_s']:.1f} s; {w['body_revocations']} revocations "
-            f"from the body (same ids as the in-process pipeline: {w.get('matches_pipeline')}); "
-            f"committed offset {w['committed']} of end offset {w['end_offset']}; "
-            f"dead-lettered {w['dead_lettered']}, processing failures {w['processing_failed']}")
-        lat = w["latency"]
-        tot, dec = lat["total_ms"], lat["to_decision_ms"]
-        if tot:
-            out.append(
-                f"latency: {lat['received']}/{lat['pairs']} hijacks revoked, sent "
-                f"{lat['gap_ms']:.0f} ms apart; send -> revocation received p50 {tot['p50']:.0f} "
-                f"p90 {tot['p90']:.0f} p99 {tot['p99']:.0f} max {tot['max']:.0f} ms; send -> "
-                f"decided_at in the worker p50 {dec['p50']:.0f} p99 {dec['p99']:.0f} ms")
-        for line in w.get("stats_lines", []):
-            out.append(f"worker stats log: {line}")
-    wp = r.get("worker_profile", {})
-    if "parts" in wp:
-        n = max(wp["events"], 1)
-        out.append(f"worker under cProfile ({wp['seconds']:.0f} s incl. start-up, "
-                   f"{wp['events']:,} events processed); own time by package: " + ", ".join(
-                       f"{g} {share:.0%}" for g, share in wp["own_by_package"].items()))
-        out.append("worker, cumulative time per processed event (profiled, so inflated):")
-        for label, part in wp["parts"].items():
-            out.append(f"  {1e6 * part['cumtime_s'] / n:7.1f} us/event  {part['calls']:>8} calls"
-                       f"  {label}")
-    elif "error" in wp:
-        out.append(f"worker profile: {wp['error']}")
+    for key in ("raw", "raw_decode"):
+        if "all_events_per_s" in (d := r.get(key, {})):
+            runs = ", ".join(f"{x:,.0f}" for x in d["all_events_per_s"])
+            out.append(f"{key}: median of 3 reads, {d['events']:,} messages after the first batch "
+                       f"each; all: {runs} events/s")
+    for key in ("quix", "quix_stateful"):
+        if "cpu_s" in (d := r.get(key, {})):
+            out.append(f"{key}: {d['events']:,} messages after the first in {d['wall_s']:.2f} s, "
+                       f"CPU {d['cpu_s']:.2f} s ({d['cpu_s'] / d['wall_s']:.0%} of one core); "
+                       f"launch -> first message {d['startup_s']:.1f} s")
+    if "local" in (inp := r.get("in_process", {})):
+        out.append(f"in process: LocalRunner {inp['local']['stats']}; session stage "
+                   f"{inp['session_stage']['sessions']:,} sessions; decode_event alone "
+                   f"{inp['decode_per_s']:,.0f}/s")
+    out.append(f"worker default settings: {r['worker_settings']}")
+    for name, w in (("worker x1", r.get("worker_1", {})), ("worker x2", r.get("worker_2", {}))):
+        if "throughput" in w:
+            t = w["throughput"]
+            out.append(f"{name}: launch -> one partition each {w['startup_s']:.1f} s; "
+                       f"{t['events']:,} events in {t['wall_s']:.2f} s between the markers' "
+                       f"decided_at; rebalanced while timed: {w['rebalanced']}; group caught up "
+                       f"(true log ends): {w['caught_up']}")
+        if b := w.get("body"):
+            out.append(f"{name}: revocation ids for the body equal LocalRunner's: {b['equal']} "
+                       f"(worker {b['worker']}, LocalRunner {b['local']}, by scope {b['scopes']}, "
+                       f"duplicate records {b['duplicate_records']})")
+            out += [f"    only in the worker:  {x}" for x in b["only_worker"]]
+            out += [f"    only in LocalRunner: {x}" for x in b["only_local"]]
+        out += [f"{name}: counters {c}" for c in w.get("counters", [])]
+        for key in ("latency_idle", "latency_load"):
+            if lat := w.get(key):
+                tot, dec = lat["total_ms"], lat["to_decision_ms"]
+                line = f"{key}: {lat['received']}/{LATENCY_PAIRS} hijacks revoked"
+                if tot:
+                    line += (f"; sent -> received p50 {tot['p50']:.0f} p95 {tot['p95']:.0f} p99 "
+                             f"{tot['p99']:.0f} max {tot['max']:.0f} ms; sent -> decided_at p50 "
+                             f"{dec['p50']:.0f} p99 {dec['p99']:.0f} max {dec['max']:.0f} ms")
+                if bg := lat.get("background"):
+                    low = "" if bg["achieved"] >= 0.95 * bg["target"] else " - BELOW TARGET"
+                    line += (f"; background {bg['sent']:,} events in {bg['seconds']:.1f} s = "
+                             f"{bg['achieved']:,.0f}/s (target {bg['target']:,.0f}/s{low})")
+                out.append(line)
+        if after := w.get("after_latency"):
+            out.append(f"{name}: caught up after the latency runs: {after['caught_up']}; "
+                       f"counters {after['counters'][0]}")
+        if "error" in w:
+            out.append(f"{name}: ERROR {w['error']}\n{w.get('log_tail', '')}")
+    if p := r.get("worker_1", {}).get("profile"):
+        out += profile_lines(p)
     return "\n".join(out)
+
+
+def profile_lines(p: dict[str, Any]) -> list[str]:
+    if "error" in p:
+        return [f"profile: ERROR {p['error']}"]
+    total, b = max(p["samples"], 1), p["backlog"]
+    ran_out = (f"the backlog ran out {b['ran_out_s']:.1f} s into the profile"
+               if b["ran_out_s"] is not None else "busy for the whole profile")
+    out = [f"where the time goes: py-spy on the 1-process worker for {p['seconds']:g} s while it "
+           f"drains {b['events'] - 2:,} more events ({p['samples']:,} busy samples at 100/s; "
+           f"Python frames only, time in C extensions counts to the caller); it drained them at "
+           f"{b['events_per_s']:,.0f} events/s with py-spy attached, {ran_out}",
+           "own time by top-level module: "
+           + ", ".join(f"{m} {n / total:.0%}" for m, n in p["own_by_module"]),
+           "top 25 by own time:"]
+    out += [f"  {n / total:6.1%}  {name}" for name, n in p["own"]]
+    # The entry frames (runpy ... Application.run) are in every full stack: one line for them.
+    entry = [name for name, n in p["cumulative"] if n == p["cumulative"][0][1]]
+    out.append(f"top 25 by cumulative time, below the entry frames in {p['cumulative'][0][1] / total:.1%}"
+               f" of the samples (the rest are torn non-blocking samples): {', '.join(entry)}")
+    return out + [f"  {n / total:6.1%}  {name}" for name, n in p["cumulative"][len(entry):][:25]]
 
 
 def header(r: dict[str, Any]) -> str:
@@ -973,98 +918,127 @@ def header(r: dict[str, Any]) -> str:
 
 def update_readme(text: str) -> None:
     start, end = "<!-- figures:start -->", "<!-- figures:end -->"
-    body = README.read_text() if README.exists() else f"{start}\n{end}\n"
+    body = README.read_text() if README.exists() else ""
     if start not in body or end not in body:
         body += f"\n{start}\n{end}\n"
     head, rest = body.split(start, 1)
-    _, tail = rest.split(end, 1)
-    README.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    README.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
 # -- main ------------------------------------------------------------------------------------
 
 
+def step(label: str, results: dict[str, Any], key: str, fn: Callable[[], Any]) -> None:
+    if label:
+        print(label, flush=True)
+    try:
+        results[key] = fn()
+    except BenchError as exc:
+        results[key] = {"error": str(exc)}
+        print(f"   ERROR {exc}", flush=True)
+
+
+def worker_rows(bs: str, work: Workload, expected: dict[str, Revocation], watch: RevocationWatch,
+                tmp: Path, stack: ExitStack, args: argparse.Namespace,
+                results: dict[str, Any]) -> None:
+    from streams.settings import Settings
+
+    s = Settings()
+    results["worker_settings"] = (f"store={s.store}, commit_interval_s={s.commit_interval_s}, "
+                                  f"fetch_max_wait_ms={s.fetch_max_wait_ms}, session_timeout_s="
+                                  f"{s.session_timeout_s}, allowed_lateness_s={s.allowed_lateness_s}")
+    print("5. sessionwatch worker, 1 process ...", flush=True)
+    one, workers = bench_workers(bs, work, expected, watch, tmp, stack, 1)
+    results["worker_1"] = one
+    try:
+        if "error" not in one and not args.skip_latency:
+            print("6. latency, idle and under background traffic ...", flush=True)
+            one["latency_idle"] = measure_latency(bs, watch, seed=21)
+            one["latency_load"] = measure_latency(bs, watch, seed=22, sessions=args.sessions,
+                                                  background_rate=BACKGROUND_RATE)
+            one["after_latency"] = caught_up(bs, one["app_id"], watch, workers)
+        if "error" not in one and args.profile:
+            print(f"   profile: {args.profile:g} s of py-spy on a {PROFILE_EVENTS:,}-event "
+                  "backlog ...", flush=True)
+            sessions = max(1, PROFILE_EVENTS * args.sessions // max(args.events, 1))
+            step("", one, "profile", lambda: profile_worker(bs, workers[0], watch, args.profile,
+                                                            tmp, sessions))
+    except BenchError as exc:
+        one["error"], one["log_tail"] = str(exc), workers[0].tail(25)
+    for w in workers:
+        w.stop()
+    print("5. sessionwatch worker, 2 processes ...", flush=True)
+    results["worker_2"], workers = bench_workers(bs, work, expected, watch, tmp, stack, 2)
+    for w in workers:
+        w.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=100_000, help="events N (default 100000)")
-    parser.add_argument("--sessions", type=int, default=5_000, help="sessions S (default 5000)")
-    parser.add_argument("--latency-pairs", type=int, default=200)
-    parser.add_argument("--latency-gap-ms", type=float, default=20.0)
-    parser.add_argument("--faust-profile-events", type=int, default=30_000,
-                        help="events for the separate cProfile run of the bare faust agent "
-                             "(0 = skip; default 30000)")
-    parser.add_argument("--worker-profile-s", type=float, default=25.0,
-                        help="seconds to run a second worker under cProfile (0 = skip; "
-                             "default 25, of which ~6 are start-up)")
-    parser.add_argument("--json", help="also write all figures to this JSON file")
+    parser.add_argument("--events", type=int, default=50_000, help="events N (default 50000)")
+    parser.add_argument("--sessions", type=int, default=2_500, help="sessions S (default 2500)")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--update-readme", action="store_true",
                         help="replace the figures block in benchmarks/README.md")
+    parser.add_argument("--skip-latency", action="store_true", help="leave out row 6")
+    parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
+                        help=f"py-spy the 1-process worker for SECONDS while it drains "
+                             f"{PROFILE_EVENTS:,} more events")
+    parser.add_argument("--logs", metavar="DIR", help="keep the broker's and children's logs here")
     args = parser.parse_args(argv)
 
     def on_term(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where started with it ignored
+    for var in [v for v in os.environ if v.startswith("SESSIONWATCH_")]:
+        print(f"(ignoring {var}: the workers run with default settings)", flush=True)
+        del os.environ[var]
     from sessionwatch.broker import EmbeddedBroker
 
     started = time.perf_counter()
-    results: dict[str, Any] = {"machine": machine(), "versions": versions(),
-                               "events": args.events, "sessions": args.sessions,
-                               "gap_ms": args.latency_gap_ms,
-                               "worker_settings": worker_settings(),
-                               "source": source_state()}
-    with tempfile.TemporaryDirectory(prefix="sw-bench-") as tmp_name:
-        tmp = Path(tmp_name)
+    results: dict[str, Any] = {**environment(), "events": args.events, "sessions": args.sessions}
+    with tempfile.TemporaryDirectory(prefix="sw-bench-") as tmp_name, ExitStack() as stack:
+        tmp = Path(args.logs or tmp_name)
+        tmp.mkdir(parents=True, exist_ok=True)
         print(f"building {args.events:,} events over {args.sessions:,} sessions ...", flush=True)
         work = make_workload(args.events, args.sessions)
         results["hijacks_in_body"] = work.hijacks
-        with EmbeddedBroker(log_path=tmp / "tansu.log") as broker:
-            bs = broker.bootstrap
-            raw_topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
-            create_topics(bs, [raw_topic, *ALL_TOPICS])
+        bs = stack.enter_context(EmbeddedBroker(log_path=tmp / "tansu.log")).bootstrap
+        create_topics(bs, ALL_TOPICS)
+        total = len(work.body) + 4  # sessionwatch.events holds the markers and the body
 
-            print("(a) producing ...", flush=True)
-            secs = produce_all(make_producer(bs, linger_ms=5), raw_topic, work.body)
-            results["produce"] = {"events": len(work.body), "wall_s": secs,
-                                  "events_per_s": len(work.body) / secs}
+        def produce() -> dict[str, Any]:
+            producer = make_producer(bs, linger_ms=5)
+            produce_all(producer, work.first.messages)
+            secs = produce_all(producer, work.body)
+            produce_all(producer, work.last.messages)
+            return rate(len(work.body), secs)
 
-            print("(b) raw aiokafka ...", flush=True)
-            results["aiokafka"] = bench_aiokafka(bs, raw_topic, len(work.body), parse=False)
-            results["aiokafka_json"] = bench_aiokafka(bs, raw_topic, len(work.body), parse=True)
-            results["aiokafka_latency"] = {
-                str(wait): bench_aiokafka_latency(bs, wait, 100, args.latency_gap_ms / 1000)
-                for wait in (1500, 10)
-            }
-
-            print("(c) bare faust agent ...", flush=True)
-            results["bare_faust"] = bench_bare_faust(bs, raw_topic, len(work.body), tmp, 150)
-            n_prof = min(len(work.body), args.faust_profile_events)
-            if n_prof:
-                print("(c) bare faust agent under cProfile ...", flush=True)
-                results["bare_faust_profile"] = bench_bare_faust(bs, raw_topic, n_prof, tmp, 150,
-                                                                 profile=True)
-
-            print("(d) pure pipeline ...", flush=True)
-            results["pipeline"] = bench_pipeline([v for _k, v in work.body])
-
-            print("(e) sessionwatch worker ...", flush=True)
-            results["worker"] = bench_worker(
-                bs, work, results["pipeline"]["revocation_ids"], tmp, timeout_s=150,
-                latency_pairs=args.latency_pairs, latency_gap_s=args.latency_gap_ms / 1000)
-            if args.worker_profile_s > 0:
-                print("(e) sessionwatch worker under cProfile ...", flush=True)
-                results["worker_profile"] = profile_worker(bs, tmp, args.worker_profile_s)
+        step("1. producing ...", results, "produce", produce)
+        step("2. raw reader ...", results, "raw", lambda: median_of_3(
+            lambda: raw_read(bs, total, decode=False)))
+        step("   ... + decode_event", results, "raw_decode", lambda: median_of_3(
+            lambda: raw_read(bs, total, decode=True)))
+        step("3. Quix Streams app (child process) ...", results, "quix",
+             lambda: bench_bare_app(bs, total, False, tmp))
+        step("   ... stateful", results, "quix_stateful", lambda: bench_bare_app(bs, total, True, tmp))
+        print("4. in process (LocalRunner, session stage) ...", flush=True)
+        results["in_process"] = bench_in_process(work)
+        expected = results["in_process"].pop("revocations")
+        watch = RevocationWatch(bs).start()
+        stack.callback(watch.close)
+        worker_rows(bs, work, expected, watch, tmp, stack, args, results)
     results["runtime_s"] = time.perf_counter() - started
 
-    print()
-    print(f"{header(results)}\n\n{table(results)}\n\n{details(results)}")
+    print(f"\n{header(results)}\n\n{table(results)}\n\n{details(results)}")
     if args.json:
-        results["pipeline"]["revocation_ids"] = sorted(results["pipeline"]["revocation_ids"])
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     if args.update_readme:
         update_readme(f"{header(results)}\n\n{table(results)}\n\n```\n{details(results)}\n```")
-    return 0 if "error" not in results.get("worker", {}) else 1
+    return 1 if any("error" in results.get(k, {}) for k in ("worker_1", "worker_2")) else 0
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from quixstreams import Application, message_context
 from quixstreams.internal_consumer import InternalConsumer
 from quixstreams.models import TopicConfig
 from quixstreams.state.memory import MemoryStore
-from quixstreams.state.rocksdb import RocksDBStore
+from quixstreams.state.rocksdb import RocksDBOptions, RocksDBStore
 
 from producers.contract import EVENTS_TOPIC
 from streams.enrich import Enricher
@@ -59,6 +59,13 @@ from streams.user_pipeline import UserPipeline
 from streams.user_stage import UserStage
 
 log = logging.getLogger("sessionwatch.worker")
+
+# Quix's RocksDB defaults are sized for few, large partitions: 64 MB write buffers (x3) per store
+# partition and a 1 GiB block cache. With two stores over many partitions that alone passes a
+# gigabyte; our records are ~0.5 KB and read mostly once per event. Measured with 1M sessions
+# (benchmarks/state_scale.py): see README "State, memory and recovery".
+ROCKSDB_OPTIONS = RocksDBOptions(write_buffer_size=8 * 2**20, max_write_buffer_number=2,
+                                 block_cache_size=128 * 2**20)
 
 
 class _TrueEndConsumer(InternalConsumer):
@@ -184,6 +191,7 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
         auto_offset_reset="earliest",
         commit_interval=settings.commit_interval_s,
         state_dir=str(settings.data_dir / "state"),
+        rocksdb_options=ROCKSDB_OPTIONS,
         processing_guarantee="at-least-once",
         loglevel=None,  # our logging config applies (sessionwatch/cli.py)
         consumer_poll_timeout=0.05,

@@ -50,8 +50,8 @@ from streams.policy import Policy
 from streams.routing import by_source_topic, by_user_topic
 from streams.session_stage import SessionStage
 from streams.settings import Settings
-from streams.source_pipeline import SourcePipeline
 from streams.source_order import OrderedSource
+from streams.source_pipeline import SourcePipeline
 from streams.source_stage import SourceStage
 from streams.stats import WorkerStats
 from streams.topics import RETENTION_CONFIG

@@ -9,10 +9,10 @@ dead-letters it with its position.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgspec
-
 from quixstreams.models.serializers import Deserializer
 
 from producers.contract import Event, Revocation, decode_event, decode_revocation
@@ -81,10 +81,18 @@ class IncomingDeserializer(Deserializer):
         return self._decode(value)
 
 
+# How far ahead of this machine's clock an event's time may run before it is taken as now.
+MAX_CLOCK_AHEAD_MS = 5 * 60 * 1000
+
+
 def event_time_ms(value: Any, headers: Any, timestamp: int, timestamp_type: Any) -> int:
-    """Quix's timestamp extractor: the event's own time (the Kafka timestamp if refused)."""
-    if isinstance(value, Incoming):
-        at = value.event_time_ms
-        if at is not None:
-            return at
-    return timestamp
+    """Quix's timestamp extractor: the event's own time (the Kafka timestamp if refused).
+
+    Quix expires state against the newest record time its partition has seen, so one event from
+    a clock years ahead would make every session on the partition read as expired - a way to
+    blind the detectors. Times more than `MAX_CLOCK_AHEAD_MS` ahead of the wall clock count as
+    now here (decisions still use the event's own time)."""
+    at = value.event_time_ms if isinstance(value, Incoming) else None
+    if at is None:
+        return timestamp
+    return min(at, int(time.time() * 1000) + MAX_CLOCK_AHEAD_MS)

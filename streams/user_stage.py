@@ -4,8 +4,8 @@ Quix Streams calls it once per message with the user's state (keyed tenant + use
 It runs the on-arrival part of the user pipeline at once, queues the message in the user's state
 for the in-order part, and puts through every queued event - of this user or any other on the
 partition - that has become final (streams/event_clock.py). `state_for(partition, key,
-timestamp_ms)` gives the stage another key's state in the same checkpoint; `tick` releases held decisions while the
-input is quiet.
+timestamp_ms)` gives the stage another key's state in the same checkpoint; `tick` releases held
+decisions while the input is quiet.
 
 What a restart costs: the queued events are in the users' state (nothing is lost), but which
 users hold some is kept in memory; after a restart or a rebalance a user's queued events are

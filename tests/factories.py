@@ -28,13 +28,14 @@ def make_event(
     at: float = 0.0,
     tenant: str = "default",
     id: str | None = None,
+    t0: datetime = T0,
     **extra: Any,
 ) -> dict[str, Any]:
     event: dict[str, Any] = {
         "schema": "sessionwatch.event/1",
         "id": id or str(uuid.uuid4()),
         "type": type,
-        "time": (T0 + timedelta(seconds=at)).isoformat().replace("+00:00", "Z"),
+        "time": (t0 + timedelta(seconds=at)).isoformat().replace("+00:00", "Z"),
         "tenant": tenant,
         "ip": ip,
     }

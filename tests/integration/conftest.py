@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -100,12 +101,20 @@ def worker_log(worker: WorkerProcess) -> str:
     return Path(worker.log_path).read_text(errors="replace")
 
 
+# Event times near now for everything the shared worker judges. State expires by event time,
+# against the newest event time its partition has seen (Quix's TTL high-water): a worker that
+# has seen the SDK's live events (now) treats sessions from the factories' fixed March date as
+# long idle. One era per partition, as in production.
+LIVE_T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+
+
 def make_event(*args, **kw):
-    """`factories.make_event` with one user per session: every test session logging in as alice
-    would trip the concurrent-session limit (user.concurrent_sessions) across tests."""
+    """`factories.make_event` with one user per session (every test session logging in as alice
+    would trip the concurrent-session limit across tests) and times from `LIVE_T0`."""
     from factories import make_event as factory
 
     kw.setdefault("user", "u-" + (kw.get("session") or "none")[:12])
+    kw.setdefault("t0", LIVE_T0)
     return factory(*args, **kw)
 
 

@@ -11,6 +11,7 @@ before the restart can connect a hijack to its login. Three ways back:
 from __future__ import annotations
 
 import secrets
+import time
 import uuid
 
 import pytest
@@ -61,7 +62,6 @@ def test_idle_session_state_expires_by_event_time(tmp_path):
     with a tombstone on its changelog, as soon as later events move that partition's clock -
     however little wall time passed (a replay expires like the live run)."""
     import json
-    import time
 
     from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
@@ -97,5 +97,38 @@ def test_idle_session_state_expires_by_event_time(tmp_path):
             consumer.close()
             assert any(old.encode() in k for k in tombstones), "the idle session was not swept"
             assert len(tombstones) == 1, "only the idle one: the others are 2 h newer"
+        finally:
+            w.stop()
+
+
+def test_an_event_from_a_clock_years_ahead_does_not_expire_everyone(tmp_path):
+    """State expires against the newest event time of its partition; an app whose clock runs
+    years ahead must not make every other session read as expired (blinding the detectors)."""
+    import json
+
+    from confluent_kafka import Producer
+
+    from sessionwatch.broker import EmbeddedBroker
+
+    with EmbeddedBroker(log_path=tmp_path / "tansu.log") as own:
+        w = WorkerProcess(own.bootstrap, tmp_path / "worker.log", app_id="clock", partitions=1,
+                          data_dir=str(tmp_path / "state"))
+        try:
+            w.wait_ready()
+            producer = Producer({"bootstrap.servers": own.bootstrap, "linger.ms": 1})
+            victim = secrets.token_hex(32)
+            batch = [make_event("session.authenticated", session=victim, at=0),
+                     make_event("session.authenticated", session=secrets.token_hex(32),
+                                at=10 * 365 * 86400),  # ten years ahead
+                     make_event(session=victim, ip=DIGITALOCEAN, user_agent=CURL, at=30)]
+            for event in batch:
+                producer.produce("sessionwatch.events", json.dumps(event).encode(),
+                                 key=event["session"].encode())
+                producer.flush(10)
+                time.sleep(1.5)  # across checkpoints, where Quix sweeps
+            records = read_until(own.bootstrap, ["sessionwatch.revocations"],
+                                 lambda r: any(v.get("session") == victim for _, v in r),
+                                 timeout_s=20)
+            assert any(v.get("session") == victim for _, v in records)
         finally:
             w.stop()

@@ -92,11 +92,11 @@ def test_any_interleaving_within_the_lateness_decides_the_same(traffic, enricher
 
 def test_a_password_change_ends_a_session_whose_login_arrives_after_it(enricher):
     """The change is before the login in arrival order, after it in event time."""
+    import json
+
     from factories import make_event
 
     from producers.contract import decode_event
-
-    import json
 
     def ev(*a, **kw):
         return decode_event(json.dumps(make_event(*a, **kw)))

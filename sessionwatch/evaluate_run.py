@@ -30,7 +30,7 @@ from producers.errors import SessionwatchError
 from sessionwatch.evaluate import Observed, score
 from sessionwatch.simulation import Simulation, simulate
 
-DEFAULT_RATE = 2000.0
+DEFAULT_RATE = 5000.0
 
 
 @dataclass
@@ -41,6 +41,9 @@ class EvalOptions:
     bootstrap: str | None = None
     policy: Path | None = None
     rate: float = DEFAULT_RATE
+    # Seconds to wait after the worker caught up for decisions held for lateness (the worker's
+    # default allowed lateness, 60 s, plus a margin).
+    hold_s: float = 62.0
     offline: bool = False
     twice: bool = False
     partitions: int = 2
@@ -146,7 +149,10 @@ def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: s
         send_s = time.monotonic() - began
         caught_up = wait_group_caught_up(bootstrap, app_id, opts.catch_up_timeout_s)
         processed_s = time.monotonic() - began
-        time.sleep(0.5)
+        # The simulated day is in the past: the user and source stages take their last held
+        # decisions once their input has been quiet for the allowed lateness
+        # (streams/event_clock.py).
+        time.sleep(opts.hold_s)
         stop.set()
         reader.join(10)
         report = score(sim.truth, sim.events, observed, sent)

@@ -8,11 +8,14 @@ only once every event that could change them has arrived: when the stage's newes
 more than `lateness` past them. Events then go through in (event time, id) order, so any
 interleaving within the allowed lateness gives the same decisions (ARCHITECTURE principle 7).
 
-When a stage's input has been quiet for `idle_s`, its clock is at least the wall clock (live
-events carry about the current time, so nothing older can still come unless an upstream
-partition lags by more than the lateness): held decisions come out once they are `lateness` old
-in wall time instead of waiting for more traffic, and at once for a replay of old events that
-has ended. That is the only place the wall clock enters; a replay at full speed never idles.
+When a stage's input has been quiet for a while its clock is at least the wall clock, so held
+decisions come out without waiting for more traffic. How long "a while" is depends on the
+events: live ones (the newest is within the lateness of the wall clock) carry about the current
+time, so nothing older than the wall clock minus the lateness can still come unless an upstream
+partition lags by more than that - `idle_s` (1 s) of quiet is enough. Past events (a backlog, a
+replay, the evaluation's simulated day) say nothing about the wall clock, and a quiet second may
+be a rebalance rather than the end: they need `lateness` of quiet first. That is the only place
+the wall clock enters; a replay at full speed never idles.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class EventClock:
         now = self.newest
         if idle:
             wall = self._wall()
-            if wall - self._input_at >= self.idle_s:
+            live = now >= wall - self.lateness
+            if wall - self._input_at >= (self.idle_s if live else max(self.idle_s, self.lateness)):
                 now = max(now, wall)
         return now - self.lateness
 

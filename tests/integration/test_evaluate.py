@@ -15,8 +15,9 @@ def test_evaluate_reports_and_catches_tool_ua_replay(tmp_path):
     """On its own embedded broker: the simulation's day (March 2026) must not share partitions
     with the other tests' live events (state expires by event time)."""
     out = tmp_path / "report.json"
+    # hold_s: no waiting for held user/source decisions - this checks a session-stage class.
     report = evaluate(EvalOptions(users=30, seed=3, attacks_per_class=3, json_path=out,
-                                  catch_up_timeout_s=120))
+                                  catch_up_timeout_s=120, hold_s=1.0))
     assert report["run"]["caught_up"], report["run"]
     assert json.loads(out.read_text())["events"] == report["events"]
     assert {"classes", "benign", "detectors", "revocation_ids", "simulation"} <= set(report)

@@ -9,6 +9,7 @@ event time) would make these "late" - beyond the allowed lateness nothing is pro
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Producer
@@ -18,14 +19,17 @@ from sessionwatch.broker import EmbeddedBroker
 from sessionwatch.processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
+LATENESS_S = 5.0
 
 
 @pytest.fixture(scope="module")
 def own(tmp_path_factory: pytest.TempPathFactory):
     where = tmp_path_factory.mktemp("user-stage")
     with EmbeddedBroker(log_path=where / "tansu.log") as broker:
+        # A short lateness keeps the in-order test quick: it waits for it to pass.
         worker = WorkerProcess(broker.bootstrap, where / "worker.log", app_id="user-stage",
-                               partitions=2, data_dir=str(where / "state"))
+                               partitions=2, data_dir=str(where / "state"),
+                               allowed_lateness_s=str(LATENESS_S))
         try:
             worker.wait_ready()
             yield broker, Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 1})
@@ -64,10 +68,13 @@ def test_a_late_logout_keeps_a_fourth_login_within_the_limit(own):
     broker, producer = own
     user = f"late-logout-{secrets.token_hex(4)}"
     s = [secrets.token_hex(32) for _ in range(5)]
-    send(producer, [make_event("session.authenticated", session=s[i], user=user, at=i * 10)
+    # Live event times (now): the stage holds them until the lateness has passed in wall time,
+    # whatever pauses there are between these sends.
+    now = datetime.now(UTC)
+    send(producer, [make_event("session.authenticated", session=s[i], user=user, at=i, t0=now)
                     for i in range(4)])
-    send(producer, [make_event("session.logout", session=s[0], user=user, at=25)])
-    send(producer, [make_event("session.authenticated", session=s[4], user=user, at=60)])
+    send(producer, [make_event("session.logout", session=s[0], user=user, at=2.5, t0=now)])
+    send(producer, [make_event("session.authenticated", session=s[4], user=user, at=6, t0=now)])
     records = read_until(broker.bootstrap, ["sessionwatch.revocations"],
                          lambda r: s[4] in _decided_by(r, "user.concurrent_sessions"),
                          timeout_s=30)

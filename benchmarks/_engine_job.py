@@ -167,50 +167,15 @@ def run_confluent(cfg: dict[str, Any]) -> None:
 # -- Quix Streams ------------------------------------------------------------------------------
 
 
-def _quix_app_class() -> Any:
-    """Quix's Application with the project's true-log-end consumer (streams/engine.py does the
-    same): Quix compares a changelog's end (ListOffsets) with the store's position when it
-    recovers state, and Tansu under-reports that end (streams/log_end.py)."""
-    from quixstreams import Application
-    from quixstreams.internal_consumer import InternalConsumer
-
-    from streams.log_end import LogEnds
-
-    class TrueEndConsumer(InternalConsumer):
-        log_ends: Any = None
-
-        def get_watermark_offsets(self, partition: Any, timeout: float | None = None,
-                                  cached: bool = False) -> tuple[int, int]:
-            low, high = super().get_watermark_offsets(partition, timeout=timeout, cached=cached)
-            if cached or high <= low or self.log_ends is None:
-                return low, high
-            return self.log_ends.watermarks(partition.topic, partition.partition)
-
-    class App(Application):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._consumer.log_ends = LogEnds(self.config.broker_address.as_librdkafka_dict())
-
-        def _get_internal_consumer(self, on_error: Any = None,
-                                   extra_config_overrides: dict[str, Any] | None = None) -> Any:
-            extra = {**self._config.consumer_extra_config, **(extra_config_overrides or {})}
-            return TrueEndConsumer(
-                broker_address=self._config.broker_address,
-                consumer_group=self._config.consumer_group,
-                auto_offset_reset=self._config.auto_offset_reset, auto_commit_enable=False,
-                max_partition_buffer_size=self._config.max_partition_buffer_size,
-                extra_config=extra, on_error=on_error)
-
-    return App
-
-
 def run_quix(cfg: dict[str, Any], groupby: bool) -> None:
     from quixstreams.models import TopicConfig
     from quixstreams.state.memory import MemoryStore
     from quixstreams.state.rocksdb import RocksDBStore
 
     tr = Tracker(cfg)
-    app = _quix_app_class()(
+    from streams.engine import TrueEndApplication
+
+    app = TrueEndApplication(
         broker_address=cfg["bootstrap"], consumer_group=cfg["group"],
         auto_offset_reset="earliest", commit_interval=COMMIT_INTERVAL_S,
         state_dir=cfg["state_dir"], loglevel="WARNING",

@@ -81,6 +81,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from benchmarks.throughput import BenchError, create_topics
+
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("confluent", "quix", "quix-groupby", "faust")
 FAILOVER_ENGINES = ("quix", "faust")
@@ -94,10 +96,6 @@ LABELS = {
     "faust": "faust-streaming agent with a Table (memory store + changelog)",
 }
 ISSUE = {"confluent": "~117k", "quix": "47–52k", "quix-groupby": "22–24k", "faust": "2.2–2.5k"}
-
-
-class BenchError(Exception):
-    pass
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -152,21 +150,6 @@ def tail(path: Path, n: int = 1500) -> str:
 
 
 # -- topics and producing ----------------------------------------------------------------------
-
-
-def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from streams.topics import RETENTION_CONFIG
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = [NewTopic(t, partitions, 1, config=dict(RETENTION_CONFIG)) for t in topics]
-    for topic, fut in admin.create_topics(new, operation_timeout=10).items():
-        try:
-            fut.result(15)
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise BenchError(f"creating {topic}: {exc}") from exc
 
 
 def make_producer(bootstrap: str) -> Any:

@@ -87,13 +87,11 @@ class _TrueEndConsumer(InternalConsumer):
         return self.log_ends.watermarks(partition.topic, partition.partition)
 
 
-class _Application(Application):
-    """Quix's Application with assign/revoke hooks and the true-end consumer."""
+class TrueEndApplication(Application):
+    """Quix's Application with the true-end consumer (also used by benchmarks/_engine_job.py,
+    so the engine comparison recovers state the way the worker does)."""
 
-    def __init__(self, *args: Any, on_assign: Callable[[list[TopicPartition]], None],
-                 on_revoke: Callable[[list[TopicPartition]], None], **kwargs: Any) -> None:
-        self._sw_on_assign = on_assign
-        self._sw_on_revoke = on_revoke
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         consumer = self._consumer
         assert isinstance(consumer, _TrueEndConsumer)
@@ -111,6 +109,16 @@ class _Application(Application):
             extra_config=extra,
             on_error=on_error,
         )
+
+
+class _Application(TrueEndApplication):
+    """The worker's application: the true-end consumer, assign/revoke hooks, periodic tasks."""
+
+    def __init__(self, *args: Any, on_assign: Callable[[list[TopicPartition]], None],
+                 on_revoke: Callable[[list[TopicPartition]], None], **kwargs: Any) -> None:
+        self._sw_on_assign = on_assign
+        self._sw_on_revoke = on_revoke
+        super().__init__(*args, **kwargs)
 
     def _on_assign(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
         super()._on_assign(consumer, topic_partitions)
@@ -170,7 +178,6 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
     by_user, by_source = by_user_topic(settings.app_id), by_source_topic(settings.app_id)
     assignment: set[tuple[str, int]] = set()
     ready = {"pending": False}
-    holder: dict[str, Any] = {}
 
     def on_assign(tps: list[TopicPartition]) -> None:
         assignment.update((tp.topic, tp.partition) for tp in tps)
@@ -179,10 +186,11 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
     def on_revoke(tps: list[TopicPartition]) -> None:
         for tp in tps:
             assignment.discard((tp.topic, tp.partition))
+            # The stages are built below, after the app; a revocation comes only once it runs.
             if tp.topic == by_source:
-                holder["source_stage"].revoke(tp.partition)
+                source_stage.revoke(tp.partition)
             elif tp.topic == by_user:
-                holder["user_stage"].revoke(tp.partition)
+                user_stage.revoke(tp.partition)
         ready["pending"] = True
 
     app = _Application(
@@ -246,7 +254,6 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
     source_stage = SourceStage(
         lambda: OrderedSource(SourcePipeline(enricher, policy), settings.allowed_lateness_s),
         stats, by_source)
-    holder.update(user_stage=user_stage, source_stage=source_stage)
 
     def session_step(value: Any, key: Any, _ts: int, _headers: Any, state: Any) -> None:
         ctx = message_context()

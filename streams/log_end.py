@@ -71,46 +71,64 @@ class LogEnds:
         self.close()
 
 
+class GroupProbe:
+    """Reads a group's commits (without joining it) and the true ends of `topics`; one pair of
+    clients for as many reads as needed."""
+
+    def __init__(self, bootstrap: str, group: str, topics: Iterable[str],
+                 timeout_s: float = 10.0) -> None:
+        self._timeout_s = timeout_s
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                                   "enable.auto.commit": False, "log_level": 3})
+        self._ends = LogEnds({"bootstrap.servers": bootstrap}, timeout_s)
+        metadata = self._consumer.list_topics(timeout=timeout_s)
+        self._parts = [(t, p) for t in topics if t in metadata.topics
+                       for p in sorted(metadata.topics[t].partitions)]
+
+    def positions(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(committed offset or -1, true log end) for every partition."""
+        committed = {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(
+            [TopicPartition(t, p) for t, p in self._parts], timeout=self._timeout_s)}
+        highs = self._ends.many(self._parts)
+        return {tp: (max(committed.get(tp, -1), -1), highs[tp][1]) for tp in self._parts}
+
+    def close(self) -> None:
+        self._consumer.close()
+        self._ends.close()
+
+
 def group_positions(bootstrap: str, group: str, topics: Iterable[str],
                     timeout_s: float = 10.0) -> dict[tuple[str, int], tuple[int, int]]:
-    """(committed offset or -1, true log end) for every partition of `topics`, for `group`.
-
-    Reads the group's commits without joining it."""
-    conf = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-            "log_level": 3}
-    consumer = Consumer(conf)
+    """(committed offset or -1, true log end) for every partition of `topics`, for `group`."""
+    probe = GroupProbe(bootstrap, group, topics, timeout_s)
     try:
-        metadata = consumer.list_topics(timeout=timeout_s)
-        parts = [(t, p) for t in topics if t in metadata.topics
-                 for p in sorted(metadata.topics[t].partitions)]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(
-            [TopicPartition(t, p) for t, p in parts], timeout=timeout_s)}
+        return probe.positions()
     finally:
-        consumer.close()
-    with LogEnds({"bootstrap.servers": bootstrap}, timeout_s) as ends:
-        highs = ends.many(parts)
-    return {tp: (max(committed.get(tp, -1), -1), highs[tp][1]) for tp in parts}
+        probe.close()
 
 
 def wait_caught_up(bootstrap: str, group: str, topics: Iterable[str], timeout_s: float = 60.0,
                    settle_s: float = 0.0) -> bool:
     """True once `group` has committed up to the end of every partition of `topics` (and nothing
     moved for `settle_s`); False at the deadline. A partition without data counts as done."""
-    topics = list(topics)
+    probe = GroupProbe(bootstrap, group, topics)
     deadline = time.monotonic() + timeout_s
     stable_since: float | None = None
     last: dict[tuple[str, int], tuple[int, int]] = {}
-    while time.monotonic() < deadline:
-        positions = group_positions(bootstrap, group, topics)
-        done = all(end == 0 or committed >= end for committed, end in positions.values())
-        if done and positions == last:
-            stable_since = stable_since or time.monotonic()
-            if time.monotonic() - stable_since >= settle_s:
+    try:
+        while time.monotonic() < deadline:
+            positions = probe.positions()
+            done = all(end == 0 or committed >= end for committed, end in positions.values())
+            if done and positions == last:
+                stable_since = stable_since or time.monotonic()
+                if time.monotonic() - stable_since >= settle_s:
+                    return True
+            elif done and settle_s <= 0:
                 return True
-        elif done and settle_s <= 0:
-            return True
-        else:
-            stable_since = None
-        last = positions
-        time.sleep(0.2)
-    return False
+            else:
+                stable_since = None
+            last = positions
+            time.sleep(0.2)
+        return False
+    finally:
+        probe.close()

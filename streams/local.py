@@ -15,16 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from producers.contract import Event, Finding, Revocation, Scope, decode_event, encode
+from producers.contract import Event, Finding, Revocation, Scope, encode
+from models.scoring import AnomalyModel
 from streams.enrich import Enricher
 from streams.event_clock import DueIndex, EventClock
 from streams.pipeline import SessionPipeline
 from streams.policy import Policy
-from streams.routing import for_source, for_user, revocation_for_user
+from streams.routing import decode_forwarded, for_source, for_user, revocation_for_user
 from streams.source_order import OrderedSource
 from streams.source_pipeline import SourcePipeline
 from streams.state import SessionState
-from streams.user_pipeline import UserOutcome, UserPipeline
+from streams.user_pipeline import FeatureRecorder, UserOutcome, UserPipeline
 from streams.user_state import UserState
 
 
@@ -47,12 +48,19 @@ class LocalRunner:
     enricher: Enricher | None = None
     session_ttl_s: float = 86400.0
     allowed_lateness_s: float = 60.0
+    # The learned score (models/): a verified model to score with, and/or a recorder that gets
+    # every scored event's feature vector (the trainer's dataset).
+    model: AnomalyModel | None = None
+    recorder: FeatureRecorder | None = None
 
     def __post_init__(self) -> None:
         enricher = self.enricher or Enricher()
         self.enricher = enricher
-        self.sessions = SessionPipeline(enricher, self.policy, session_ttl_s=self.session_ttl_s)
-        self.users = UserPipeline(enricher, self.policy)
+        scoring = self.model is not None or self.recorder is not None
+        self.sessions = SessionPipeline(enricher, self.policy, session_ttl_s=self.session_ttl_s,
+                                        track_behaviour=scoring)
+        self.users = UserPipeline(enricher, self.policy, model=self.model,
+                                  recorder=self.recorder)
         # A constant wall clock: the in-process clocks never idle, only events move them.
         self.sources = OrderedSource(SourcePipeline(enricher, self.policy),
                                      self.allowed_lateness_s, wall=_never_idle,
@@ -90,9 +98,10 @@ class LocalRunner:
                 self._to_user(note[0], revocation, note[1], decided_at, findings, revocations)
         forwarded = for_user(event, b"", state)
         if forwarded is not None:
-            # for_user re-encodes an event that did not name its user (the session knew it).
+            # for_user re-encodes an event that did not name its user (the session knew it) or
+            # that carries the session's behaviour.
             raw = forwarded[1] or encode(event)
-            message = event if event.user is not None else decode_event(raw)
+            message = decode_forwarded(raw) if forwarded[1] else event
             self._to_user(forwarded[0], message, raw, decided_at, findings, revocations)
         self._release_users(self.user_clock.final_before(idle=False), decided_at, findings,
                             revocations)

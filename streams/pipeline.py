@@ -13,6 +13,7 @@ from datetime import datetime
 
 import msgspec
 
+from models.features import SENSITIVE_PATHS, observe
 from producers.contract import Action, Event, EventType, Finding, Revocation, Scope
 from streams.detectors import SESSION_DETECTORS, Context, SessionDetector
 from streams.enrich import Client, Enricher, Location, Network, locate, network_prefix
@@ -43,8 +44,13 @@ class SessionPipeline:
         policy: Policy | None = None,
         detectors: Sequence[SessionDetector] | None = None,
         session_ttl_s: float = 86400.0,
+        track_behaviour: bool = False,
+        sensitive_paths: Sequence[str] = SENSITIVE_PATHS,
     ) -> None:
         self.enricher = enricher
+        # Only when a learned score runs (or a trainer records): what it needs of every request.
+        self.track_behaviour = track_behaviour
+        self.sensitive_paths = tuple(sensitive_paths)
         self.session_ttl_s = session_ttl_s
         self.policy = policy or Policy()
         self.detectors = list(detectors) if detectors is not None else [
@@ -100,6 +106,11 @@ class SessionPipeline:
                                              user=user)
         state = _advance(previous, event, now, network, client, prefix, location, revocations,
                          flagged)
+        if self.track_behaviour:
+            state.behaviour = observe(
+                previous.behaviour if previous is not None else None, now=now, ip=event.ip,
+                user_agent=event.user_agent, event_type=event.type.value, attrs=event.attrs,
+                prefix=prefix, sensitive=self.sensitive_paths)
         return Outcome(state=state, findings=[d.finding for d in detections] if detections else [],
                        revocations=revocations)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import msgspec
 
+from models.features import BEHAVIOUR, behaviour_to_attr
 from producers.contract import Event, EventType, Revocation, encode
 from streams.state import SessionState
 
@@ -64,11 +65,19 @@ def decode_forwarded(raw: bytes) -> Event:
 
 
 def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[bytes, bytes] | None:
-    """(key, value) to forward to the user stage, or None. May mark a heartbeat in `state`."""
+    """(key, value) to forward to the user stage, or None. May mark a heartbeat in `state`.
+
+    When a learned score runs (the session tracks its behaviour), an event that changed
+    something the model can see goes too, and every forwarded event of the session carries the
+    session's behaviour in `attrs[BEHAVIOUR]` - set here, over anything an app put there.
+    """
     user = event.user or (state.user if state is not None else None)
     if user is None:
         return None
-    if event.type not in _USER_TYPES:
+    behaviour = state.behaviour if state is not None else None
+    if behaviour is not None and behaviour.changed:
+        state.user_synced_at = event.time.timestamp()  # type: ignore[union-attr]
+    elif event.type not in _USER_TYPES:
         if event.type not in _HEARTBEAT_TYPES or state is None:
             return None
         now = event.time.timestamp()
@@ -77,7 +86,10 @@ def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[byte
         state.user_synced_at = now
     elif event.type is EventType.AUTHENTICATED and state is not None:
         state.user_synced_at = event.time.timestamp()
-    if event.user is None:
+    if behaviour is not None:
+        attrs = {**event.attrs, BEHAVIOUR: behaviour_to_attr(behaviour)}
+        raw = encode(msgspec.structs.replace(event, user=user, attrs=attrs))
+    elif event.user is None:
         raw = encode(msgspec.structs.replace(event, user=user))
     return user_key(event.tenant, user), raw
 

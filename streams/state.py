@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import msgspec
 
+from models.features import SessionBehaviour
+
 RECENT_IDS = 32          # event ids remembered per session to drop redeliveries
 KNOWN_NETWORKS = 8       # networks (ASN or prefix) remembered per session
 
@@ -66,6 +68,8 @@ class SessionState(msgspec.Struct, kw_only=True, gc=False):
     # ... and to the source stage, with the prefix it came from.
     source_synced_at: float | None = None
     source_synced_prefix: str | None = None
+    # What the learned score sees of the session (models/features.py); None unless a model runs.
+    behaviour: SessionBehaviour | None = None
 
     def remember_id(self, event_id: str) -> bool:
         """Record an event id; False if it was seen recently (a redelivery to drop)."""

@@ -20,6 +20,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
+
+from models.features import (
+    BEHAVIOUR,
+    Population,
+    behaviour_from_attr,
+    history_for,
+    learn,
+    observation,
+    vector,
+)
+from models.scoring import AnomalyModel
 
 from producers.contract import (
     EVENT_SCHEMA,
@@ -33,6 +45,7 @@ from producers.contract import (
     decode_revocation,
 )
 from streams.detectors import USER_DETECTORS, UserContext, UserDetector
+from streams.detectors.anomaly import Anomaly
 from streams.enrich import Enricher, Location, locate, network_prefix
 from streams.policy import Detection, Policy
 from streams.routing import HEARTBEAT_S, REVOCATION_PREFIX, decode_forwarded, user_key
@@ -55,6 +68,14 @@ _ENDING = frozenset({EventType.LOGOUT, EventType.EXPIRED})
 _SEVERITY = {None: 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
+class FeatureRecorder(Protocol):
+    """Gets the feature vector of every scored event (the trainer builds its dataset so)."""
+
+    population: Population
+
+    def __call__(self, event: Event, features: list[float]) -> None: ...
+
+
 @dataclass
 class UserOutcome:
     state: UserState | None
@@ -73,11 +94,18 @@ class UserPipeline:
         policy: Policy | None = None,
         detectors: Sequence[UserDetector] | None = None,
         user_ttl_s: float = 86400.0 * 14,
+        model: AnomalyModel | None = None,
+        recorder: FeatureRecorder | None = None,
     ) -> None:
         self.enricher = enricher
         self.policy = policy or Policy()
         self.user_ttl_s = user_ttl_s
         chosen = list(detectors) if detectors is not None else [d() for d in USER_DETECTORS]
+        # The learned score: scored on arrival of the events the session stage marked.
+        self.anomaly = next((d for d in chosen if isinstance(d, Anomaly)), None)
+        if self.anomaly is not None and model is not None:
+            self.anomaly.model = model
+        self.recorder = recorder
         self.on_arrival = [d for d in chosen if d.on_arrival]
         self.in_order = [d for d in chosen if not d.on_arrival]
         # The in-order detectors that can fire on each event type (most types: none).
@@ -119,6 +147,8 @@ class UserPipeline:
                 self._login_arrived(state, event, decided_at, out)
             elif event.type is EventType.CREDENTIAL_CHANGED:
                 self._change_arrived(state, event, decided_at, out)
+            if event.session is not None and event.attrs and BEHAVIOUR in event.attrs:
+                self._behaviour_arrived(state, event, at, decided_at, out)
         out.overflow = state.add_pending(Pending(at, message_id, raw))
         return out
 
@@ -155,6 +185,60 @@ class UserPipeline:
         state.add_change(change)
         before = tuple(x for x in state.logins if x.at < change.at)
         self._decide_change(state, change, before, decided_at, out, whole=True)
+
+    def set_model(self, model: AnomalyModel | None) -> None:
+        """Swap the learned score's model (a reload); None turns it off."""
+        if self.anomaly is not None:
+            self.anomaly.model = model
+
+    def _behaviour_arrived(self, state: UserState, event: Event, at: float,
+                           decided_at: datetime | None, out: UserOutcome) -> None:
+        """Score the event if the session stage marked it, then count it into the user's
+        history. Counting commutes and a score reads only earlier days (models/features.py), so
+        arrival order does not change a score."""
+        behaviour = behaviour_from_attr(event.attrs.get(BEHAVIOUR))
+        if behaviour is None:
+            return
+        network = self.enricher.network(event.ip)
+        client = self.enricher.client(event.user_agent)
+        path = event.attrs.get("path")
+        obs = observation(ip=event.ip, now=at, asn=network.asn, country=network.country,
+                          city=network.city, user_agent=event.user_agent, ua_family=client.family,
+                          os=client.os, path=path if isinstance(path, str) else None)
+        detector = self.anomaly
+        if behaviour.changed and detector is not None:
+            tp = self.policy.for_tenant(state.tenant)
+            params = tp.params(detector)
+            model = detector.model_for(params)
+            population = model.population if model is not None else (
+                self.recorder.population if self.recorder is not None else None)
+            if population is not None:
+                x = vector(obs=obs, behaviour=behaviour, history=history_for(state.profile, at),
+                           population=population, event_type=event.type.value, now=at)
+                if self.recorder is not None:
+                    self.recorder(event, x)
+                if model is not None and tp.rule(detector.id).enabled:
+                    self._score(state, event, x, network.asn, decided_at, out)
+        state.profile = learn(state.profile, obs, at, behaviour)
+
+    def _score(self, state: UserState, event: Event, x: list[float], asn: str | None,
+               decided_at: datetime | None, out: UserOutcome) -> None:
+        detector = self.anomaly
+        assert detector is not None and event.session is not None
+        tp = self.policy.for_tenant(state.tenant)
+        ctx = UserContext(event=event, network=self.enricher.network(event.ip), location=None,
+                          previous=None, state=state, features=x)
+        signal = detector.evaluate(ctx, tp.params(detector))
+        if signal is None:
+            return
+        severity = (tp.rule(detector.id).severity or signal.severity).value
+        # One finding per session and severity: report again only when the score's severity rose
+        # (a session's events reach this stage in order: they share its partition).
+        if _SEVERITY[severity] <= state.anomaly_reported.get(event.session, 0):
+            return
+        state.note_anomaly(event.session, _SEVERITY[severity])
+        detection = self.policy.detection(detector, signal, event, event.session, event.user)
+        self._decide(event, [detection], decided_at, asn, out)
 
     def _judge_login(self, state: UserState, login: LoginRecord, decided_at: datetime | None,
                      out: UserOutcome) -> None:

@@ -18,6 +18,8 @@ import bisect
 
 import msgspec
 
+from models.features import UserProfile
+
 MAX_SESSIONS = 32       # live sessions remembered per user (the oldest go first)
 MAX_FAILURES = 64       # recent failed logins remembered per user
 MAX_LOGINS = 32         # logins remembered for credential changes and travel (by event time)
@@ -87,6 +89,16 @@ class UserState(msgspec.Struct, kw_only=True):
     flagged: dict[str, float] = msgspec.field(default_factory=dict)
     # The newest event time seen for this user (arrival) - for expiry.
     last_seen: float = 0.0
+    # -- the learned score (models/features.py): the user's history, and the highest severity
+    # reported per session (session -> rank), oldest first
+    profile: UserProfile | None = None
+    anomaly_reported: dict[str, int] = msgspec.field(default_factory=dict)
+
+    def note_anomaly(self, session: str, rank: int) -> None:
+        self.anomaly_reported.pop(session, None)
+        self.anomaly_reported[session] = rank
+        while len(self.anomaly_reported) > MAX_SESSIONS:
+            del self.anomaly_reported[next(iter(self.anomaly_reported))]
 
     def live_sessions(self, now: float, idle_s: float, lifetime_s: float) -> list[UserSession]:
         """Sessions seen within `idle_s` and authenticated within `lifetime_s` of `now`."""

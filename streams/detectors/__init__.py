@@ -24,6 +24,7 @@ from streams.detectors.base import (
     UserContext,
     UserDetector,
 )
+from streams.detectors.anomaly import Anomaly
 from streams.detectors.brute_force import BruteForce
 from streams.detectors.concurrent_sessions import ConcurrentSessions
 from streams.detectors.creation_flood import CreationFlood
@@ -43,7 +44,7 @@ SESSION_DETECTORS: tuple[type[SessionDetector], ...] = (
     IpChange, UaChange, ImpossibleTravel, ReplayAfterEnd, Timeouts, Fixation,
 )
 USER_DETECTORS: tuple[type[UserDetector], ...] = (
-    CredentialChange, ConcurrentSessions, LoginTravel, BruteForce)
+    CredentialChange, ConcurrentSessions, LoginTravel, BruteForce, Anomaly)
 SOURCE_DETECTORS: tuple[type[SourceDetector], ...] = (
     TokenGuess, CreationFlood, CredentialStuffing, SessionFromBlocked)
 ALL_DETECTORS: tuple[type[Detector], ...] = SESSION_DETECTORS + USER_DETECTORS + SOURCE_DETECTORS

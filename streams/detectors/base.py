@@ -66,6 +66,8 @@ class UserContext(msgspec.Struct, frozen=True, kw_only=True):
     # For an on-arrival credential-change detector: the logins it acts on (all logins before the
     # change, or the one login that arrived after it).
     logins: tuple[Any, ...] = ()
+    # For the learned score (session.anomaly): the event's feature vector (models/features.py).
+    features: list[float] | None = None
 
 
 class SourceContext(msgspec.Struct, frozen=True, kw_only=True):

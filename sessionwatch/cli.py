@@ -121,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="policy file (SESSIONWATCH_POLICY; default: built-in defaults)")
     replay.add_argument("--json", dest="json_path", type=Path, help="also write the result here")
     replay.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+
+    label = sub.add_parser("label", help="record an analyst's verdict on a revocation or finding")
+    target = label.add_mutually_exclusive_group(required=True)
+    target.add_argument("--revocation", help="the revocation's id")
+    target.add_argument("--finding", help="the finding's id")
+    label.add_argument("--verdict", required=True, choices=("confirmed", "dismissed"),
+                       help="confirmed: a real hijack; dismissed: a false alarm")
+    label.add_argument("--note", default="", help="why (at most 2,000 characters; never logged)")
+    label.add_argument("--analyst", help="who gives the verdict (default: $USER)")
+    label.add_argument("--clickhouse", help="clickhouse://host:9000/sessionwatch "
+                                            "(SESSIONWATCH_CLICKHOUSE)")
+    label.add_argument("--chdb", dest="chdb_dir", help="embedded chDB directory instead")
     return parser
 
 
@@ -252,11 +264,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return replay_command(args, _settings(args))
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from sessionwatch.label import label_command
+
+    return label_command(args, _settings(args), default_analyst=os.environ.get("USER", ""))
+
+
 COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "apply": cmd_apply,
             "archive": cmd_archive,
             "caep-key": cmd_caep_key, "demo": cmd_demo,
             "simulate": cmd_simulate, "evaluate": cmd_evaluate,
-            "replay": cmd_replay}
+            "replay": cmd_replay, "label": cmd_label}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -135,7 +135,29 @@ REVOCATIONS = Table(
     day_of="event_time",
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, FINDINGS, REVOCATIONS)}
+# Analysts' verdicts on revocations and findings: the labels `train --from-archive` learns from.
+# `id` is sha256(target|verdict|analyst|time_ms), so the same verdict written twice collapses.
+FEEDBACK = Table(
+    name="feedback",
+    columns=(
+        ("id", Kind.STRING),
+        ("target", Kind.STRING),          # a revocation id or a finding id
+        ("target_kind", Kind.LABEL),      # 'revocation' | 'finding'
+        ("tenant", Kind.LABEL),
+        ("session", Kind.STRING),         # the target's session ('' when none), copied at write
+        ("user", Kind.STRING),            # the target's user ('' when none)
+        ("verdict", Kind.LABEL),          # 'confirmed' | 'dismissed'
+        ("analyst", Kind.STRING),
+        ("at", Kind.TIME),                # when the verdict was given
+        ("time_ms", Kind.INT64),          # `at` in epoch ms
+        ("target_time_ms", Kind.INT64),   # the target's event time in epoch ms
+        ("note", Kind.STRING),
+    ),
+    order_by=("tenant", "target", "time_ms", "id"),
+    day_of="at",
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, FINDINGS, REVOCATIONS, FEEDBACK)}
 
 
 def table(name: str) -> Table:
@@ -161,12 +183,18 @@ class Migration:
 
 
 def _create_tables(caps: Capabilities) -> list[str]:
-    return [t.create(caps) for t in TABLES.values()]
+    # The tables of version 1 only: later tables come with their own migration.
+    return [t.create(caps) for t in (EVENTS, FINDINGS, REVOCATIONS)]
+
+
+def _create_feedback(caps: Capabilities) -> list[str]:
+    return [FEEDBACK.create(caps)]
 
 
 # Append only: a version, once released, never changes (servers record what they applied).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create_tables", _create_tables),
+    Migration(2, "create_feedback", _create_feedback),
 )
 
 

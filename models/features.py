@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any

@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds an event may arrive behind newer ones at the user and "
                              "source stages and still be decided in order (default 60)")
     worker.add_argument("--policy", help="policy file, YAML or TOML (SESSIONWATCH_POLICY)")
+    worker.add_argument("--model", help="the learned score's artefact directory, from "
+                                        "`sessionwatch train` (SESSIONWATCH_MODEL; default: off)")
 
     apply = sub.add_parser(
         "apply", help="deliver revocations to Redis (the apps' session stores), a webhook, CAEP")
@@ -104,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--twice", action="store_true",
                           help="run the same events twice and compare the revocation ids")
     evaluate.add_argument("--json", dest="json_path", type=Path, help="also write the report here")
+    evaluate.add_argument("--model", type=Path,
+                          help="score with this artefact too: adds the model's columns")
+    evaluate.add_argument("--history-days", dest="history_days", type=int, default=0,
+                          help="days of earlier benign history per user (default 0)")
+    evaluate.add_argument("--edge-fingerprints", dest="edge_fingerprints", type=float,
+                          default=0.0, help="share of sessions with JA4/RTT attrs (default 0)")
 
     replay = sub.add_parser("replay", help="re-publish archived events, or backtest a policy on them")
     replay.add_argument("--from", dest="since", required=True, help="start, RFC 3339 with offset")
@@ -133,6 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--clickhouse", help="clickhouse://host:9000/sessionwatch "
                                             "(SESSIONWATCH_CLICKHOUSE)")
     label.add_argument("--chdb", dest="chdb_dir", help="embedded chDB directory instead")
+    train = sub.add_parser("train", help="train the learned anomaly score and write its artefact")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-simulation", dest="from_simulation", action="store_true",
+                        help="label with the simulator's truth")
+    source.add_argument("--from-archive", dest="from_archive", action="store_true",
+                        help="label with analysts' verdicts (`sessionwatch label`) + an audit sample")
+    train.add_argument("--out", required=True, type=Path, help="artefact directory to write")
+    train.add_argument("--seed", type=int, nargs="+",
+                       help="simulation seeds (default 101 102 103)")
+    train.add_argument("--users", type=int, default=1500, help="simulated users per seed")
+    train.add_argument("--history-days", dest="history_days", type=int, default=3,
+                       help="simulated days of history per user before the attack day")
+    train.add_argument("--edge-fingerprints", dest="edge_fingerprints", type=float, default=0.5,
+                       help="share of simulated sessions whose edge sends JA4 and RTTs")
+    train.add_argument("--train-seed", dest="train_seed", type=int, default=0,
+                       help="the estimators' random_state")
+    train.add_argument("--since", help="archive: first event time (RFC 3339)")
+    train.add_argument("--until", help="archive: end (RFC 3339, default now)")
+    train.add_argument("--tenant", help="archive: one tenant only")
+    train.add_argument("--clickhouse", help="clickhouse://host:9000/sessionwatch "
+                                            "(SESSIONWATCH_CLICKHOUSE)")
+    train.add_argument("--chdb", dest="chdb_dir", help="embedded chDB directory instead")
+    train.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+
+    report = sub.add_parser("model-report", help="verify an artefact and print its figures")
+    report.add_argument("directory", type=Path, help="the artefact directory")
+    report.add_argument("--json", action="store_true", help="the figures as JSON")
     return parser
 
 
@@ -141,7 +176,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
 
     flags = {k: getattr(args, k, None) for k in
              ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "allowed_lateness_s",
-              "policy", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
+              "policy", "model", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
               "caep_issuer", "caep_port", "clickhouse", "chdb_dir", "archive_group",
               "archive_retention_days", "archive_truncate_ip", "archive_tenant_retention")}
     flags.update(extra)
@@ -251,9 +286,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise SessionwatchError("--rate: must be a positive number of events per second")
     if args.policy is not None and not args.policy.is_file():
         raise SessionwatchError(f"--policy: no such file {str(args.policy)!r}")
+    if args.model is not None and not (args.model / "model.json").is_file():
+        raise SessionwatchError(f"--model: {str(args.model)!r} has no model.json; give the "
+                                "directory `sessionwatch train --out DIR` wrote")
     opts = EvalOptions(users=args.users, seed=args.seed, attacks_per_class=args.attacks_per_class,
                        bootstrap=args.bootstrap, policy=args.policy, rate=args.rate,
-                       offline=args.offline, twice=args.twice, json_path=args.json_path)
+                       offline=args.offline, twice=args.twice, json_path=args.json_path,
+                       model=args.model, history_days=args.history_days,
+                       edge_fingerprints=args.edge_fingerprints)
     print_report(evaluate(opts))
     return 0
 
@@ -262,6 +302,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from sessionwatch.replay import replay_command
 
     return replay_command(args, _settings(args))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sessionwatch.archive import open_archive
+    from sessionwatch.train import train_command
+
+    logging.basicConfig(level=(args.log_level or "warning").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return train_command(args, backend_for=lambda a: open_archive(_settings(a)))
+
+
+def cmd_model_report(args: argparse.Namespace) -> int:
+    from sessionwatch.train import report_command
+
+    return report_command(args.directory, as_json=args.json)
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -274,7 +329,8 @@ COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "apply": cmd_apply,
             "archive": cmd_archive,
             "caep-key": cmd_caep_key, "demo": cmd_demo,
             "simulate": cmd_simulate, "evaluate": cmd_evaluate,
-            "replay": cmd_replay, "label": cmd_label}
+            "replay": cmd_replay, "label": cmd_label, "train": cmd_train,
+            "model-report": cmd_model_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

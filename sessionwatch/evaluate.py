@@ -329,9 +329,42 @@ def print_report(report: dict[str, Any], console: Any = None) -> None:
     console.print(t)
     console.print(f"benign sessions ended because their user changed a password (ASVS 7.4.3, "
                   f"not counted as false): {b.get('ended_after_credential_change', 0)}")
+    if "with_model" in report:
+        _print_model_columns(report, console)
     det = report.get("determinism")
     if det is not None:
         verdict = "[green]identical[/]" if det["identical"] else "[red]DIFFERENT[/]"
         console.print(f"determinism: revocation ids of two runs {verdict} "
                       f"({det['first']} / {det['second']}; only first {det['only_first']}, "
                       f"only second {det['only_second']})")
+
+
+def _print_model_columns(report: dict[str, Any], console: Any) -> None:
+    """Rules alone beside rules + the learned score (`evaluate --model`)."""
+    from rich.table import Table
+
+    m = report["with_model"]
+    t = Table(title=f"rules alone vs rules + model ({m['model']})")
+    for col in ("class", "rules", "rules + model", "first caught by (with model)"):
+        t.add_column(col, justify="left" if col.startswith(("class", "first")) else "right")
+    for cls, c in report["classes"].items():
+        w = m["classes"].get(cls, {})
+        t.add_row(cls, f"{c['caught']}/{c['instances']} {c['recall']:.3f}",
+                  f"{w.get('caught', 0)}/{w.get('instances', 0)} {w.get('recall', 0.0):.3f}",
+                  ", ".join(f"{k} {v}" for k, v in sorted(w.get("first_detectors", {}).items())))
+    b, wb = report["benign"], m["benign"]
+    t.add_row("[bold]benign revoked", f"{b['revoked']}/{b['sessions']}",
+              f"{wb['revoked']}/{wb['sessions']}", "")
+    t.add_row("[bold]benign stepped up", f"{b['stepped_up']}/{b['sessions']}",
+              f"{wb['stepped_up']}/{wb['sessions']} "
+              f"({100.0 * wb['stepped_up'] / max(1, wb['sessions']):.3f} %)", "")
+    console.print(t)
+    kinds = Table(title="benign kinds the model stepped up or revoked")
+    for col in ("kind", "sessions", "revoked (rules / +model)", "stepped up (rules / +model)"):
+        kinds.add_column(col, justify="left" if col == "kind" else "right")
+    for kind, k in sorted(wb["by_kind"].items()):
+        r = b["by_kind"].get(kind, {})
+        if k["revoked"] != r.get("revoked") or k["stepped_up"] != r.get("stepped_up"):
+            kinds.add_row(kind, str(k["sessions"]), f"{r.get('revoked', 0)} / {k['revoked']}",
+                          f"{r.get('stepped_up', 0)} / {k['stepped_up']}")
+    console.print(kinds)

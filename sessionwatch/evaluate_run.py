@@ -49,6 +49,11 @@ class EvalOptions:
     partitions: int = 2
     json_path: Path | None = None
     catch_up_timeout_s: float = 300.0
+    # The learned score: with an artefact, each pass runs twice - rules alone, then rules and
+    # the model - and the report gains the model's columns.
+    model: Path | None = None
+    history_days: int = 0
+    edge_fingerprints: float = 0.0
 
 
 def consume(bootstrap: str, observed: Observed, stop: threading.Event, start_offsets: dict[Any, int]
@@ -123,7 +128,8 @@ def send_events(bootstrap: str, events: list[Event], rate: float) -> dict[str, f
     return sent
 
 
-def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: str) -> dict[str, Any]:
+def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: str,
+                    model: Path | None = None) -> dict[str, Any]:
     from sessionwatch.broker import EmbeddedBroker
     from sessionwatch.processes import WorkerProcess
 
@@ -136,9 +142,10 @@ def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: s
         if bootstrap is None:
             broker = EmbeddedBroker(log_path=workdir / f"broker-{app_id}.log").start()
             bootstrap = broker.bootstrap
+        extra = {"model": str(model)} if model is not None else {}
         worker = WorkerProcess(bootstrap, workdir / f"worker-{app_id}.log", app_id=app_id,
                                partitions=opts.partitions, policy=opts.policy,
-                               data_dir=str(workdir / f"state-{app_id}"))
+                               data_dir=str(workdir / f"state-{app_id}"), **extra)
         worker.wait_ready()
         # On a shared broker, read only what this pass produces.
         starts = end_offsets(bootstrap, (REVOCATIONS_TOPIC, FINDINGS_TOPIC)) if opts.bootstrap else None
@@ -170,7 +177,7 @@ def run_broker_pass(sim: Simulation, opts: EvalOptions, workdir: Path, app_id: s
             broker.stop()
 
 
-def run_offline_pass(sim: Simulation, opts: EvalOptions) -> dict[str, Any]:
+def run_offline_pass(sim: Simulation, opts: EvalOptions, model: Path | None = None) -> dict[str, Any]:
     """The same events in-process through streams.local.LocalRunner (no broker, no worker)."""
     try:
         from streams.local import LocalRunner
@@ -181,7 +188,12 @@ def run_offline_pass(sim: Simulation, opts: EvalOptions) -> dict[str, Any]:
     from streams.policy_file import load_policy
 
     policy = load_policy(opts.policy) if opts.policy is not None else Policy()
-    runner = LocalRunner(policy=policy, enricher=Enricher())
+    scorer = None
+    if model is not None:
+        from models.load import load_model
+
+        scorer = load_model(model)
+    runner = LocalRunner(policy=policy, enricher=Enricher(), model=scorer)
     observed = Observed()
     sent: dict[str, float] = {}
     began = time.monotonic()
@@ -206,19 +218,30 @@ def evaluate(opts: EvalOptions) -> dict[str, Any]:
     """Simulate, run one pass (two with `twice`), and return the report of the first."""
     if opts.twice and opts.bootstrap and not opts.offline:
         raise SessionwatchError("--twice runs each pass on a fresh embedded broker; drop --bootstrap")
-    sim = simulate(users=opts.users, seed=opts.seed, attacks_per_class=opts.attacks_per_class)
+    sim = simulate(users=opts.users, seed=opts.seed, attacks_per_class=opts.attacks_per_class,
+                   history_days=opts.history_days, edge_fingerprints=opts.edge_fingerprints)
     workdir = Path(tempfile.mkdtemp(prefix="sessionwatch-evaluate-"))
     passes = 2 if opts.twice else 1
     reports = []
-    for n in range(passes):
+
+    def one_pass(model: Path | None) -> dict[str, Any]:
         if opts.offline:
-            reports.append(run_offline_pass(sim, opts))
-        else:
-            app_id = f"sessionwatch-eval-{uuid.uuid4().hex[:8]}"
-            reports.append(run_broker_pass(sim, opts, workdir, app_id))
+            return run_offline_pass(sim, opts, model)
+        return run_broker_pass(sim, opts, workdir, f"sessionwatch-eval-{uuid.uuid4().hex[:8]}",
+                               model)
+
+    for n in range(passes):
+        reports.append(one_pass(None))
         del n
     report = reports[0]
+    if opts.model is not None:
+        with_model = one_pass(opts.model)
+        report["with_model"] = {k: with_model[k] for k in ("classes", "benign", "detectors",
+                                                          "revocations", "findings", "run")}
+        report["with_model"]["model"] = str(opts.model)
     report["simulation"] = {"users": opts.users, "seed": opts.seed, "events": len(sim.events),
+                            "history_days": opts.history_days,
+                            "edge_fingerprints": opts.edge_fingerprints,
                             "benign_sessions": len(sim.truth.benign), "attacks": len(sim.truth.attacks)}
     if opts.twice:
         first, second = set(reports[0]["revocation_ids"]), set(reports[1]["revocation_ids"])

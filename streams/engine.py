@@ -34,6 +34,7 @@ from quixstreams.models import TopicConfig
 from quixstreams.state.memory import MemoryStore
 from quixstreams.state.rocksdb import RocksDBOptions, RocksDBStore
 
+from models.load import load_model
 from producers.contract import EVENTS_TOPIC
 from streams.enrich import Enricher
 from streams.inputs import (
@@ -44,6 +45,7 @@ from streams.inputs import (
     event_time_ms,
 )
 from streams.log_end import LogEnds
+from streams.model_reload import ModelReloader
 from streams.outputs import Output, dead_letter
 from streams.pipeline import SessionPipeline
 from streams.policy import Policy
@@ -167,6 +169,15 @@ class Worker:
 
 def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
     policy = policy or Policy()
+    # The learned score: verified before anything else starts (a bad artefact is refused with
+    # a message naming the file), then reloadable (streams/model_reload.py).
+    model = load_model(settings.model) if settings.model else None
+    if model is None:
+        log.info("session.anomaly: off (no model; `sessionwatch worker --model DIR` turns it on)")
+    else:
+        log.info("session.anomaly: model %s from %s (thresholds medium %.3f, high %.3f)",
+                 model.version, settings.model, model.thresholds["medium"],
+                 model.thresholds["high"])
     enricher = Enricher(city_db=settings.city_db or None, asn_db=settings.asn_db or None)
     # GeoIP files and ua-parser's matchers load now, not on the first event (~0.5 s measured).
     enricher.client("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/131.0.0.0 Safari/537.36")
@@ -247,9 +258,15 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
         return tx.as_state(prefix=key, timestamp=timestamp_ms)
 
     session_stage = SessionStage(
-        SessionPipeline(enricher, policy, session_ttl_s=settings.session_ttl_s), enricher, stats,
+        SessionPipeline(enricher, policy, session_ttl_s=settings.session_ttl_s,
+                        track_behaviour=model is not None), enricher, stats,
         by_user, by_source)
-    user_stage = UserStage(UserPipeline(enricher, policy), stats, by_user,
+    user_pipeline = UserPipeline(enricher, policy, model=model)
+    reloader = ModelReloader(settings.model, model, user_pipeline.set_model) \
+        if model is not None else None
+    if reloader is not None:
+        reloader.install()
+    user_stage = UserStage(user_pipeline, stats, by_user,
                            settings.allowed_lateness_s, user_state_for)
     source_stage = SourceStage(
         lambda: OrderedSource(SourcePipeline(enricher, policy), settings.allowed_lateness_s),
@@ -287,6 +304,8 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
             last["tick"] = now
             produce(user_stage.tick())
             produce(source_stage.tick())
+        if reloader is not None:
+            reloader.poll(now)
         if now - last["at"] >= 30.0:
             rate = (stats.received - last["received"]) / (now - last["at"])
             last.update(at=now, received=stats.received)

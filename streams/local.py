@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from producers.contract import Event, Finding, Revocation, Scope, encode
 from models.scoring import AnomalyModel
+from producers.contract import Event, Finding, Revocation, Scope, encode
 from streams.enrich import Enricher
 from streams.event_clock import DueIndex, EventClock
 from streams.pipeline import SessionPipeline

@@ -60,6 +60,9 @@ class Settings:
     asn_db: str = ""
     # The policy file (YAML or TOML, see examples/policy.yaml); empty means built-in defaults.
     policy: str = ""
+    # The learned score's artefact directory (`sessionwatch train --out DIR`); empty: the
+    # session.anomaly detector is off. Verified at start; SIGHUP or a changed model.json reloads.
+    model: str = ""
     # A session idle this long (event time) is forgotten: its state is treated as absent and swept
     # from the store. Keep it above the apps' absolute session lifetime (ASVS: 4-12 h).
     session_ttl_s: float = 86400.0
@@ -146,6 +149,9 @@ class Settings:
             )
         self._check_applier()
         self._check_archiver()
+        if self.model and not (Path(self.model) / "model.json").is_file():
+            raise ConfigError(f"model: {self.model!r} has no model.json; give the directory "
+                              "`sessionwatch train --out DIR` wrote, or leave it empty")
         for name in ("city_db", "asn_db"):
             path = getattr(self, name)
             if path and not Path(path).is_file():

@@ -32,7 +32,6 @@ from models.features import (
     vector,
 )
 from models.scoring import AnomalyModel
-
 from producers.contract import (
     EVENT_SCHEMA,
     Action,
@@ -113,6 +112,12 @@ class UserPipeline:
                                   if d.event_types is None or t in d.event_types]
                               for t in EventType}
 
+    @property
+    def scoring(self) -> bool:
+        """A model (or a trainer's recorder) is in place: the session stage sends behaviour."""
+        return self.recorder is not None or (self.anomaly is not None
+                                             and self.anomaly.model is not None)
+
     # -- arrival ---------------------------------------------------------------------------
 
     def arrive(self, message: Event | Revocation, raw: bytes, previous: UserState | None,
@@ -147,7 +152,8 @@ class UserPipeline:
                 self._login_arrived(state, event, decided_at, out)
             elif event.type is EventType.CREDENTIAL_CHANGED:
                 self._change_arrived(state, event, decided_at, out)
-            if event.session is not None and event.attrs and BEHAVIOUR in event.attrs:
+            if (event.session is not None and event.attrs and BEHAVIOUR in event.attrs
+                    and self.scoring):
                 self._behaviour_arrived(state, event, at, decided_at, out)
         out.overflow = state.add_pending(Pending(at, message_id, raw))
         return out

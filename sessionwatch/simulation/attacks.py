@@ -2,7 +2,9 @@
 
 Attackers come mostly from hosting/VPS networks (DigitalOcean, AWS, Hetzner, OVH, Akamai/Linode,
 Vultr), some from Tor exits, and some from residential networks abroad (residential proxies).
-Victims are ordinary users at home whose session or account the attacker takes over.
+Victims are ordinary users at home whose session or account the attacker takes over. The last
+classes blend in (the victim's own ISP or a VPN at home, the exact UA, interleaved with the victim)
+so that only learned, per-user features can tell them apart.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from sessionwatch.simulation import networks as nets
 from sessionwatch.simulation.benign import Population, User
 from sessionwatch.simulation.clients import BOT_BROWSER_UAS, DESKTOPS, TOOL_UAS
 from sessionwatch.simulation.networks import Pool
+from sessionwatch.simulation.paths import (
+    SENSITIVE_PATHS,
+    attacker_request,
+    attacker_sensitive,
+    benign_request,
+)
 from sessionwatch.simulation.truth import CATCH_SESSION, CATCH_SOURCE, CATCH_USER, AttackTruth
 from sessionwatch.simulation.world import LEGACY_TENANT, Session
 
@@ -273,6 +281,92 @@ def creation_flood(pop: Population, i: int, t: float) -> None:
     a.done(CATCH_SOURCE)
 
 
+# -- blended attacks: what rules on addresses, networks and UAs cannot see ---------------------
+
+# Countries where a victim at home has a consumer VPN exit of its own country (VPN_BLOCKS).
+VPN_HOME_COUNTRIES = tuple(sorted({cc for cc, _, _ in nets.VPN_BLOCKS}
+                                  & {v[0] for v in nets.METROS.values()}))
+# Share of an interleaving replayer's requests that go to sensitive paths.
+INTERLEAVED_SENSITIVE_P = 0.7
+
+
+def _interleave(pop: Population, a: Attack, user: User, s: Session, t: float, ip: str) -> None:
+    """The victim browses on (6-15 requests over 10-20 min); the attacker's 3-10 requests, with
+    the victim's exact UA, fall one each into gaps between the victim's: A, B, A, B, ..."""
+    w, rng = pop.w, pop.w.rng
+    ua = user.desktop.ua()
+    n_victim = rng.randint(6, 15)
+    span = rng.uniform(600, 1200)
+    victim_times = sorted(t + rng.uniform(5, span) for _ in range(n_victim))
+    gaps = sorted(rng.sample(range(n_victim - 1), min(rng.randint(3, 10), n_victim - 1)))
+    attacker_times = [victim_times[k] + rng.uniform(0.2, 0.8) * (victim_times[k + 1] - victim_times[k])
+                      for k in gaps]
+    for vt in victim_times:
+        w.emit(vt, EventType.ACTIVITY, user.home_ip, session=s, user=user.id, ua=ua,
+               attrs=benign_request(rng))
+    for at in attacker_times:
+        a.emit(at, EventType.ACTIVITY, ip, session=s, user=user.id, ua=ua,
+               attrs=attacker_request(rng, INTERLEAVED_SENSITIVE_P))
+    a.truth.sessions.append(s.hash)
+    a.truth.victims.append(user.id)
+    a.done(CATCH_SESSION, CATCH_USER)
+
+
+def replay_same_isp_interleaved(pop: Population, i: int, t: float) -> None:
+    """A residential proxy on the victim's own ISP line pool in its city, another /24."""
+    user = pop.user("home")
+    s, t = pop.login(user, t, user.home_ip, user.desktop.ua(), "victim", benign=False)
+    a = Attack(pop, "replay_same_isp_interleaved", i)
+    ip = nets.same_city_other_prefix(pop.w.rng, user.metro, user.home, user.home_ip)
+    _interleave(pop, a, user, s, t, ip)
+
+
+def replay_vpn_interleaved(pop: Population, i: int, t: float) -> None:
+    """A consumer VPN exit in the victim's country."""
+    user = pop.user("home", VPN_HOME_COUNTRIES)
+    s, t = pop.login(user, t, user.home_ip, user.desktop.ua(), "victim", benign=False)
+    a = Attack(pop, "replay_vpn_interleaved", i)
+    ip = _pick(pop, nets.blocks(nets.VPN_BLOCKS, country=user.country))
+    _interleave(pop, a, user, s, t, ip)
+
+
+def ato_sensitive_first(pop: Population, i: int, t: float) -> None:
+    """A login with the password from a residential address in the victim's country, a common
+    browser, straight to the sensitive pages. The victim's own visit ended well before."""
+    w, rng = pop.w, pop.w.rng
+    user = pop.user("home")
+    ua = user.desktop.ua()
+    s, tv = pop.login(user, t, user.home_ip, ua, "ato_victim")
+    tv = pop.browse(s, tv, [(user.home_ip, ua)] * rng.randint(4, 10), request=benign_request)
+    end, _ = pop.finish(s, tv, user.home_ip, ua, logout=True)
+    a = Attack(pop, "ato_sensitive_first", i)
+    metros = [m for m, v in nets.METROS.items() if v[0] == user.country and m != user.metro]
+    pool = rng.choice(nets.home_pools(rng.choice(metros or [user.metro])))
+    ip = nets.other_prefix(rng, pool, user.home_ip) if pool == user.home else nets.host(rng, pool)
+    attacker_ua = rng.choice(DESKTOPS).ua()
+    ta = end + rng.uniform(2400, 3 * 3600)
+    sess = w.new_session(user.tenant)
+    a.emit(ta, EventType.CREATED, ip, session=sess, ua=attacker_ua, attrs={"path": "/login"})
+    ta += rng.uniform(4, 20)
+    previous = w.rotate(sess)
+    a.emit(ta, EventType.AUTHENTICATED, ip, session=sess, user=user.id, ua=attacker_ua,
+           previous_token=previous, attrs={"method": "password"})
+    for path in rng.sample(SENSITIVE_PATHS, rng.randint(2, 4)):
+        ta += rng.uniform(3, 40)
+        a.emit(ta, EventType.ACTIVITY, ip, session=sess, user=user.id, ua=attacker_ua,
+               attrs=attacker_sensitive(rng, path))
+    for _ in range(rng.randint(2, 5)):
+        ta += rng.uniform(5, 90)
+        a.emit(ta, EventType.ACTIVITY, ip, session=sess, user=user.id, ua=attacker_ua,
+               attrs=attacker_request(rng, 0.0))
+    if rng.random() < 0.5:
+        a.emit(ta + rng.uniform(3, 30), EventType.LOGOUT, ip, session=sess, user=user.id,
+               ua=attacker_ua)
+    a.truth.sessions.append(sess.hash)
+    a.truth.victims.append(user.id)
+    a.done(CATCH_SESSION, CATCH_USER)
+
+
 ATTACKS: dict[str, Callable[[Population, int, float], None]] = {
     "replay_cross_country_tool_ua": replay_cross_country_tool_ua,
     "replay_cross_country_spoofed_ua": replay_cross_country_spoofed_ua,
@@ -286,4 +380,8 @@ ATTACKS: dict[str, Callable[[Population, int, float], None]] = {
     "token_guess_distributed": token_guess_distributed,
     "credential_stuffing": credential_stuffing,
     "creation_flood": creation_flood,
+    # Appended last, so that the classes above get the same instances for a seed as before.
+    "replay_same_isp_interleaved": replay_same_isp_interleaved,
+    "replay_vpn_interleaved": replay_vpn_interleaved,
+    "ato_sensitive_first": ato_sensitive_first,
 }

@@ -8,12 +8,16 @@ one benign truth record, labelled with the behaviour that makes it interesting t
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from producers.contract import DEFAULT_TENANT, EventType
 from sessionwatch.simulation import networks as nets
 from sessionwatch.simulation.clients import DESKTOPS, PHONES, Browser
 from sessionwatch.simulation.networks import Pool
+from sessionwatch.simulation.paths import PATHS
 from sessionwatch.simulation.truth import BenignTruth
 from sessionwatch.simulation.world import IDLE_TIMEOUT_S, LEGACY_TENANT, Session, World
 
@@ -21,7 +25,6 @@ HOME_KINDS = ("steady", "steady", "dhcp", "isp_rotation", "browser_update", "typ
               "token_refresh", "password_change", "logout_straggler", "forgot_password")
 PROFILES = (("home", 40), ("v6home", 8), ("mobile", 22), ("vpn", 7), ("office", 10),
             ("traveller", 5), ("legacy", 8))
-PATHS = ("/", "/inbox", "/account", "/search", "/orders", "/settings", "/api/items", "/help")
 
 
 @dataclass
@@ -39,6 +42,8 @@ class User:
     v6_ip: str | None = None
     vpn: Pool | None = None
     office_ip: str | None = None
+    usual_ip: str = ""  # the home address before START (the day may renew it): history uses it
+    others: list[Browser] = field(default_factory=list)  # other people's browsers on the account
 
 
 class Population:
@@ -53,16 +58,19 @@ class Population:
         self.offices = {m: nets.host(rng, rng.choice(nets.home_pools(m))) for m in nets.OFFICE_METROS}
         self.origins = sorted({f[0] for f in nets.FLIGHTS})
         self._n = 0
+        self.made: list[User] = []
 
     @property
     def users_made(self) -> int:
         return self._n
 
-    def user(self, profile: str | None = None, countries: tuple[str, ...] = ()) -> User:
+    def user(self, profile: str | None = None, countries: tuple[str, ...] = (),
+             metros_only: tuple[str, ...] = ()) -> User:
         w, rng = self.w, self.w.rng
         if profile is None:
             profile = rng.choices([p for p, _ in PROFILES], [wt for _, wt in PROFILES])[0]
-        metros = [m for m in nets.METROS if not countries or nets.METROS[m][0] in countries]
+        metros = [m for m in nets.METROS if (not countries or nets.METROS[m][0] in countries)
+                  and (not metros_only or m in metros_only)]
         if profile == "v6home":
             metros = [m for m in metros if m in nets.HOME_V6] or metros
         elif profile == "traveller":
@@ -88,6 +96,8 @@ class Population:
             user.vpn = rng.choice(near if near and rng.random() < 0.6 else exits)
         if profile == "office":
             user.office_ip = self.offices.get(metro)
+        user.usual_ip = user.home_ip
+        self.made.append(user)
         del w
         return user
 
@@ -119,8 +129,12 @@ class Population:
         return s, t
 
     def browse(self, s: Session, t: float, route: list[tuple[str, str]],
-               refresh_every: float | None = None) -> float:
-        """One activity per (ip, ua) in `route`, at human gaps always shorter than the idle timeout."""
+               refresh_every: float | None = None,
+               request: Callable[[random.Random], dict[str, Any]] | None = None) -> float:
+        """One activity per (ip, ua) in `route`, at human gaps always shorter than the idle timeout.
+
+        `request` makes each activity's attrs (paths.benign_request); by default a bare path.
+        """
         w, rng = self.w, self.w.rng
         last_refresh = t
         for ip, ua in route:
@@ -132,8 +146,8 @@ class Population:
                 w.emit(t - 0.2, EventType.REFRESHED, ip, session=s, user=s.user, ua=ua,
                        previous_token=previous)
                 last_refresh = t
-            w.emit(t, EventType.ACTIVITY, ip, session=s, user=s.user, ua=ua,
-                   attrs={"path": rng.choice(PATHS)})
+            attrs = request(rng) if request is not None else {"path": rng.choice(PATHS)}
+            w.emit(t, EventType.ACTIVITY, ip, session=s, user=s.user, ua=ua, attrs=attrs)
         return t
 
     def finish(self, s: Session, t: float, ip: str, ua: str, *, logout: bool,

@@ -267,6 +267,40 @@ HOME_POOLS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
+# Pools whose /24s GeoLite2 places in more than one city: metro -> {city: prefixes}. Every other
+# pool's /24s share one city (tests/sessionwatch/test_simulation.py checks both).
+HOME_POOL_CITIES: dict[str, dict[str, str]] = {
+    "washington": {
+        "Washington": "73.163.24 73.163.25 73.163.26 73.163.27 73.163.28 73.163.29 73.163.30",
+        "Baltimore": (
+            "73.163.16 73.163.17 73.163.18 73.163.19 73.163.20 73.163.21 73.163.22 73.163.23 "
+            "73.163.48 73.163.49"
+        ),
+    },
+}
+
+# DHCP renewals that GeoIP sees as a jump: (metro, network, the line's /24s, /24s of the same
+# ISP block, another metro's pool, that GeoLite2 City places 295-504 km away). The household
+# does not move; only its address's geolocation does.
+DHCP_FAR_GEO: list[tuple[str, str, str, str]] = [
+    ("manchester", "British Telecommunications PLC", "86.146.238", "86.146.241"),
+    ("glasgow", "British Telecommunications PLC", "86.146.241", "86.146.238"),
+    ("frankfurt", "Deutsche Telekom AG", "79.197.57", "79.197.64"),
+    ("munich", "Deutsche Telekom AG", "79.197.64", "79.197.57"),
+    ("paris", "Free SAS", "78.192.0 78.192.1 78.192.2 78.192.3 78.192.8 78.192.9", "78.192.248 78.192.249"),
+    ("lyon", "Free SAS", "78.192.248 78.192.249", "78.192.0 78.192.1 78.192.2 78.192.3 78.192.8 78.192.9"),
+    ("madrid", "Telefonica De Espana S.a.u.", "83.32.16 83.32.17 83.32.18 83.32.24 83.32.25",
+     "83.32.32 83.32.33 83.32.34 83.32.35"),
+    ("barcelona", "Telefonica De Espana S.a.u.", "83.32.32 83.32.33 83.32.34 83.32.35",
+     "83.32.16 83.32.17 83.32.18 83.32.24 83.32.25"),
+    ("dallas", "ATT-INTERNET4", "99.98.216 99.98.217 99.98.218 99.98.219 99.98.220",
+     "99.98.104 99.98.105 99.98.106 99.98.107 99.98.108"),
+    ("houston", "ATT-INTERNET4", "99.98.104 99.98.105 99.98.106 99.98.107 99.98.108",
+     "99.98.216 99.98.217 99.98.218 99.98.219 99.98.220"),
+    ("cardiff", "Virgin Media", "82.8.6 82.8.7 82.8.32 82.8.33", "82.8.39"),
+    ("glasgow", "Virgin Media", "82.8.39", "82.8.6 82.8.7 82.8.32 82.8.33"),
+]
+
 # Household IPv6 (/48s handed to customers inside these provider blocks), by metro.
 HOME_V6: dict[str, tuple[str, str]] = {
     "san_francisco": ("COMCAST-7922", "2601:646:8000::/38"),

@@ -11,10 +11,13 @@ from __future__ import annotations
 import ipaddress
 import random
 from dataclasses import dataclass
+from functools import cache
 
 from sessionwatch.simulation.network_tables import (
     CARRIER_BLOCKS,
+    DHCP_FAR_GEO,
     FLIGHTS,
+    HOME_POOL_CITIES,
     HOME_POOLS,
     HOME_V6,
     HOSTING_BLOCKS,
@@ -27,7 +30,9 @@ from sessionwatch.simulation.network_tables import (
 
 __all__ = [
     "CARRIER_BLOCKS",
+    "DHCP_FAR_GEO",
     "FLIGHTS",
+    "HOME_POOL_CITIES",
     "HOME_POOLS",
     "HOME_V6",
     "HOSTING_BLOCKS",
@@ -106,3 +111,50 @@ def other_prefix(rng: random.Random, pool: Pool, ip: str) -> str:
 def cgnat_pool(rng: random.Random, pool: Pool, size: int = 48) -> list[str]:
     """The few public addresses a carrier's NAT shares among many subscribers."""
     return sorted({host(rng, pool) for _ in range(size)})
+
+
+def same_city_other_prefix(rng: random.Random, metro: str, pool: Pool, ip: str) -> str:
+    """A host of `pool` in another /24 that GeoIP places in the same city as `ip`."""
+    prefix = ip.rsplit(".", 1)[0]
+    group: tuple[str, ...] = pool.prefixes
+    for prefixes in HOME_POOL_CITIES.get(metro, {}).values():
+        if prefix in prefixes.split():
+            group = tuple(prefixes.split())
+    others = [p for p in group if p != prefix and p in pool.prefixes]
+    if not others:
+        return same_prefix(rng, ip)
+    return f"{rng.choice(others)}.{rng.randrange(2, 254)}"
+
+
+def carrier_addresses(cgnat: list[str], country: str, rng: random.Random) -> list[str]:
+    """The NAT addresses of one carrier of `country` among a country's shared `cgnat` addresses."""
+    networks = sorted({p.network for p in blocks(CARRIER_BLOCKS, country=country)})
+    if not networks:
+        return []
+    network = rng.choice(networks)
+    prefixes = {p for pool in blocks(CARRIER_BLOCKS, country=country) if pool.network == network
+                for p in pool.prefixes}
+    return [ip for ip in cgnat if ip.rsplit(".", 1)[0] in prefixes]
+
+
+@cache
+def _prefix_kinds() -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    for kind, table in (("carrier", CARRIER_BLOCKS), ("hosting", HOSTING_BLOCKS), ("tor", TOR_BLOCKS),
+                        ("vpn", VPN_BLOCKS), ("residential", RESIDENTIAL_BLOCKS)):
+        for _, _, prefixes in table:
+            kinds.update(dict.fromkeys(prefixes.split(), kind))
+    for pools in HOME_POOLS.values():
+        for _, prefixes in pools:
+            kinds.update(dict.fromkeys(prefixes.split(), "home"))
+    return kinds
+
+
+def source_kind(ip: str) -> str:
+    """Which of the tables `ip` comes from: home, carrier, hosting, tor, vpn, residential (abroad).
+
+    IPv6 addresses are households' (HOME_V6); anything else is "other".
+    """
+    if ":" in ip:
+        return "home"
+    return _prefix_kinds().get(ip.rsplit(".", 1)[0], "other")

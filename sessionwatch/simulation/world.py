@@ -14,6 +14,7 @@ from typing import Any
 
 from producers.contract import DEFAULT_TENANT, EVENT_SCHEMA, Event, EventType
 from producers.hashing import TokenHasher
+from sessionwatch.simulation.edge import EdgeModel
 from sessionwatch.simulation.truth import BenignTruth, Truth
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -36,14 +37,19 @@ class Session:
     hash: str
     user: str | None = None
     truth: BenignTruth | None = None
-    last_t: float = 0.0
+    # -inf until its first event: history days before START have negative times.
+    last_t: float = float("-inf")
     authenticated_at: float | None = None
     hashes: list[str] = field(default_factory=list)
+    edge: bool = False  # the edge proxy measures this session's requests (edge.py)
 
 
 class World:
-    def __init__(self, seed: int) -> None:
+    """Times are simulated seconds from START; negative ones (history before START) are fine."""
+
+    def __init__(self, seed: int, edge_fingerprints: float = 0.0) -> None:
         self.rng = random.Random(seed)
+        self.edge = EdgeModel(seed, edge_fingerprints) if edge_fingerprints > 0 else None
         self.hasher = TokenHasher({SIM_HASH_KEY_ID: SIM_HASH_KEY})
         self._items: list[tuple[float, int, Event]] = []
         self.truth = Truth(seed=seed, users=0, start=START)
@@ -61,7 +67,8 @@ class World:
     def new_session(self, tenant: str = DEFAULT_TENANT) -> Session:
         token = self.token()
         digest = self.hasher.hash(token)
-        return Session(tenant=tenant, token=token, hash=digest, hashes=[digest])
+        edge = self.edge is not None and self.edge.sample()
+        return Session(tenant=tenant, token=token, hash=digest, hashes=[digest], edge=edge)
 
     def rotate(self, session: Session) -> str:
         """Give `session` a new token (login or refresh); returns the previous raw token."""
@@ -103,6 +110,9 @@ class World:
             extras["previous_session"] = self.hasher.hash(previous_token)
         if digest is not None:
             extras.setdefault("hash_key_id", SIM_HASH_KEY_ID)
+        if (session is not None and session.edge and self.edge is not None
+                and type is not EventType.EXPIRED):  # expiry is the app's, not a request
+            extras.update(self.edge.measure(ip, ua, attack))
         event = Event(
             schema=EVENT_SCHEMA,
             id=self.event_id(),

@@ -5,6 +5,7 @@ Adding a detector: write `streams/detectors/<name>.py` with a `SessionDetector`,
 The id (`session.ip_change`) names the file (`ip_change.py`) and the kind.
 """
 
+from streams.detectors.anomaly import Anomaly
 from streams.detectors.base import (
     ACTIONS,
     ALERT,
@@ -24,7 +25,6 @@ from streams.detectors.base import (
     UserContext,
     UserDetector,
 )
-from streams.detectors.anomaly import Anomaly
 from streams.detectors.brute_force import BruteForce
 from streams.detectors.concurrent_sessions import ConcurrentSessions
 from streams.detectors.creation_flood import CreationFlood

@@ -19,9 +19,10 @@ Severity is high, downgraded to low (a finding, never a revocation on its own) w
   location) is not moved by a VPN;
 - the event returns to a network this session used before (which `session.ip_change` also
   rates low), or switches between IPv4 and IPv6 of the same ISP (its two pools geolocate to
-  different cities). A jump within one ISP and address family stays high: a residential proxy on
-  the victim's own ISP is how careful attackers hide; tenants whose GeoIP data is poor set
-  `same_network_is_noise`;
+  different cities), or stays in one ISP's local pool (the same /16: a DHCP renewal that GeoIP
+  places in another city). A jump elsewhere within one ISP and address family stays high: a
+  residential proxy on the victim's own ISP is how careful attackers hide; tenants whose GeoIP
+  data is poor set `same_network_is_noise`;
 - the move stays within one country and involves a mobile carrier: carrier geolocation is wrong
   by whole countries and Wi-Fi/cellular handoffs are routine (REFERENCE.md, "what users complain
   about").
@@ -33,6 +34,7 @@ The last two are GeoIP-noise arguments and do not apply when the app sent the de
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from producers.contract import Severity
@@ -60,6 +62,8 @@ TOR_EXIT = "185.220.101.1"     # Stiftung Erneuerbare Freiheit (tor), DE
 TMOBILE = "172.56.20.30"       # T-Mobile US: country only (coarse)
 TMOBILE_BROOKLYN = "172.56.35.75"  # T-Mobile US, "Brooklyn" radius 20 km: carrier geolocation
 BT_V4 = "86.150.216.52"        # BT, Manchester
+BT_MANCHESTER = "86.146.238.5"  # BT, Manchester, radius 20 km
+BT_GLASGOW = "86.146.241.5"    # BT, the same /16: Glasgow, ~300 km away
 BT_V6 = "2a00:23c5:6ce4:c512:e1cf:874f:25ec:ddba"  # the same BT line's IPv6, "Tewkesbury"
 PARIS_GPS = {"geo": {"lat": 48.8566, "lon": 2.3522, "accuracy_km": 5}}
 
@@ -71,6 +75,13 @@ class ImpossibleTravelParams:
     min_elapsed_s: float = 60.0
     # Treat far jumps within one network (same ISP, same address family) as GeoIP noise.
     same_network_is_noise: bool = False
+
+
+def _pool(ip: str) -> str:
+    """An ISP's local address pool, roughly: the /16 of IPv4, the /32 of IPv6."""
+    if ":" in ip:
+        return ":".join(ipaddress.ip_address(ip).exploded.split(":")[:2])
+    return ip.rsplit(".", 2)[0]
 
 
 def _previous_relayed(prev: SessionState) -> bool:
@@ -123,9 +134,14 @@ class ImpossibleTravel(SessionDetector):
         # that poor (`same_network_is_noise`).
         same_network = by_geoip and net.asn is not None and net.asn == prev.asn
         family_switch = prev.ip is not None and (":" in prev.ip) != (":" in ctx.event.ip)
+        # A DHCP renewal stays in the ISP's local pool (one /16, or /32 of IPv6) yet GeoIP may put
+        # the new address in another city 100+ km away: noise. A proxy elsewhere on the same ISP
+        # comes from another pool (the learned score, session.anomaly, judges its behaviour).
+        same_pool = (same_network and not family_switch and prev.ip is not None
+                     and _pool(prev.ip) == _pool(ctx.event.ip))
         known_network = by_geoip and net.asn is not None and (
             (net.asn in prev.networks and not same_network)
-            or (same_network and (family_switch or params.same_network_is_noise)))
+            or (same_network and (family_switch or same_pool or params.same_network_is_noise)))
         # Within one country, GeoIP is noise for carriers and for one ISP's address pools; two
         # different fixed-line ISPs hundreds of km apart within minutes are not.
         domestic = (by_geoip and net.country is not None and net.country == prev.country
@@ -213,6 +229,12 @@ class ImpossibleTravel(SessionDetector):
         Example(
             "dual-stack-isp-geolocates-apart",
             (Step(0, BT_V6, CHROME_MAC), Step(22, BT_V4, CHROME_MAC)),
+            fires=True,
+            severity=Severity.LOW,
+        ),
+        Example(
+            "dhcp-renewal-in-the-isp-pool-geolocates-400-km-away",
+            (Step(0, BT_MANCHESTER, CHROME_MAC), Step(300, BT_GLASGOW, CHROME_MAC)),
             fires=True,
             severity=Severity.LOW,
         ),

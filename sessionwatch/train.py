@@ -43,7 +43,7 @@ class SimulationSource:
 
 
 def from_simulation(src: SimulationSource) -> tuple[Recorded, pd.DataFrame, dict[str, Any]]:
-    from sessionwatch.simulation import simulate
+    from sessionwatch.simulation import START, simulate
     from streams.enrich import Enricher
 
     enricher = Enricher()
@@ -53,7 +53,10 @@ def from_simulation(src: SimulationSource) -> tuple[Recorded, pd.DataFrame, dict
     frames, labels, rules, events = [], [], {}, 0
     for sim in sims:
         rec = record(sim.events, enricher=enricher, population=population)
-        frames.append(rec.frame)
+        # The simulator attacks only on its last day; the days before build the users' history.
+        # Rows from those days would teach the model "less history, no attack" - a leak of how
+        # the simulator works, not of how attacks look - so only the attack day's rows train.
+        frames.append(rec.frame[rec.frame["at"] >= START.timestamp()])
         rules.update(rec.rule_actions)
         events += rec.events
         labels.append(simulation_labels(sim.truth))

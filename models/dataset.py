@@ -32,6 +32,7 @@ from streams.enrich import Enricher, network_prefix
 from streams.local import LocalRunner
 from streams.policy import Policy
 
+REQUESTED_BY_USER = frozenset({"user.credential_change"})
 META_COLUMNS = ("event_id", "tenant", "session", "user", "at", "event_type")
 
 
@@ -51,7 +52,9 @@ class Recorder:
 class Recorded:
     frame: pd.DataFrame               # META_COLUMNS + FEATURE_NAMES, one row per scored event
     population: Population
-    rule_actions: dict[str, str]      # session -> strongest action the rules took ("revoke", ...)
+    # session -> strongest action the rules took: "revoke", "step_up", or "requested" (ended
+    # only because its user changed a password)
+    rule_actions: dict[str, str]
     events: int
 
 
@@ -88,10 +91,15 @@ def record(events: Sequence[Event], *, enricher: Enricher | None = None,
     for event in [*events, None]:
         _, revocations = runner.process(event) if event is not None else runner.finish()
         for r in revocations:
+            # Sessions ended because their user changed a password are what the user asked for
+            # (ASVS 7.4.3), not the rules acting on evidence: evaluate counts them apart too.
             if r.session is None:
                 continue
             action = "revoke" if r.action is Action.REVOKE else r.action.value
-            if strongest.get(r.session) != "revoke":
+            if {x.detector for x in r.reasons} <= REQUESTED_BY_USER:
+                strongest.setdefault(r.session, "requested")
+                continue
+            if strongest.get(r.session) in (None, "requested", "step_up"):
                 strongest[r.session] = action
     columns = [*META_COLUMNS, *FEATURE_NAMES]
     frame = pd.DataFrame([(*meta, *x) for *meta, x in recorder.rows], columns=columns) \

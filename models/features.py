@@ -116,8 +116,9 @@ def is_sensitive(path: str | None, sensitive: tuple[str, ...] = SENSITIVE_PATHS)
 
 # -- session behaviour (session stage) ------------------------------------------------------------
 
-class SessionBehaviour(msgspec.Struct, kw_only=True, gc=False):
-    """How one session has been used so far. Small: it is part of the session's state."""
+class SessionBehaviour(msgspec.Struct, kw_only=True, gc=False, array_like=True):
+    """How one session has been used so far. Small: it is part of the session's state, and it
+    travels as a JSON array (array_like) on the events forwarded to the user stage."""
 
     n: int = 0                          # events observed
     first_at: float = 0.0
@@ -257,7 +258,7 @@ def behaviour_to_attr(b: SessionBehaviour) -> Any:
 
 
 def behaviour_from_attr(value: Any) -> SessionBehaviour | None:
-    if not isinstance(value, dict):
+    if not isinstance(value, list):
         return None
     try:
         return msgspec.convert(value, SessionBehaviour)

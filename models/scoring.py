@@ -42,6 +42,7 @@ class TreeScorer:
     def __init__(self, trees: Sequence[Tree], baseline: float) -> None:
         self.trees = list(trees)
         self.baseline = baseline
+        self.raw = _compile(self.trees, baseline)  # type: ignore[method-assign]
 
     @classmethod
     def from_sklearn(cls, model: Any) -> TreeScorer:
@@ -61,7 +62,8 @@ class TreeScorer:
                 leaf=[bool(v) for v in n["is_leaf"]], value=[float(v) for v in n["value"]]))
         return cls(trees, float(model._baseline_prediction.ravel()[0]))
 
-    def raw(self, x: Sequence[float]) -> float:
+    def walk(self, x: Sequence[float]) -> float:
+        """The raw score by walking the lists (the reference `raw`, compiled, is checked against)."""
         total = self.baseline
         for t in self.trees:
             i = 0
@@ -92,6 +94,44 @@ class TreeScorer:
                 out[t.feature[i]] += t.value[nxt] - t.value[i]
                 i = nxt
         return out
+
+
+def _compile(trees: Sequence[Tree], baseline: float) -> Any:
+    """The trees as one Python function of nested comparisons: ~10x faster than walking lists.
+
+    Generated from numbers only (feature indices through int(), thresholds and leaf values through
+    float() and repr), never from text in the artefact, so the source cannot carry code."""
+    lines = ["def raw(x):", f"    s = {_literal(baseline)}"]
+
+    def node(t: Tree, i: int, depth: int) -> None:
+        pad = "    " * depth
+        if t.leaf[i]:
+            lines.append(f"{pad}s += {_literal(t.value[i])}")
+            return
+        f, th = int(t.feature[i]), _literal(t.threshold[i])
+        # NaN compares False: it goes right unless training sent missing values left.
+        test = f"v <= {th} or v != v" if t.missing_left[i] else f"v <= {th}"
+        lines.append(f"{pad}v = x[{f}]")
+        lines.append(f"{pad}if {test}:")
+        node(t, int(t.left[i]), depth + 1)
+        lines.append(f"{pad}else:")
+        node(t, int(t.right[i]), depth + 1)
+
+    for t in trees:
+        node(t, 0, 1)
+    lines.append("    return s")
+    namespace: dict[str, Any] = {"INF": math.inf}
+    exec(compile("\n".join(lines), "<sessionwatch trees>", "exec"), namespace)  # noqa: S102
+    return namespace["raw"]
+
+
+def _literal(value: float) -> str:
+    v = float(value)
+    if math.isnan(v):
+        raise ValueError("a NaN threshold or leaf value in the model")
+    if math.isinf(v):
+        return "INF" if v > 0 else "-INF"
+    return repr(v)
 
 
 class LinearScorer:

@@ -139,7 +139,7 @@ def train(recorded: Recorded, labels: pd.DataFrame, *, seed: int = 0,
     # Early stopping off and a fixed seed: the same data gives the same trees (and skops
     # cannot save the scorer-holding estimator early stopping by ROC-AUC leaves behind).
     supervised = HistGradientBoostingClassifier(
-        max_iter=100, max_depth=6, learning_rate=0.1, l2_regularization=1.0,
+        max_iter=60, max_depth=5, learning_rate=0.15, l2_regularization=1.0,
         early_stopping=False, random_state=seed).fit(x_train, y_train)
     baseline = Pipeline([("scale", StandardScaler()), ("logistic", LogisticRegression(
         max_iter=1000, random_state=seed))]).fit(_baseline_matrix(train_rows), y_train)
@@ -232,7 +232,7 @@ def _filled(x: np.ndarray, fill: list[float]) -> np.ndarray:
 def _rules_figures(hold: pd.DataFrame, rule_actions: dict[str, str]) -> dict[str, Any]:
     """What the rules alone did to the holdout's sessions: caught = revoked or stepped up."""
     sess = hold.groupby("session", sort=True).agg(label=("label", "max"), cls=("cls", "first"))
-    acted = sess.index.map(lambda s: s in rule_actions).to_numpy()
+    acted = sess.index.map(lambda s: rule_actions.get(s, "requested") != "requested").to_numpy()
     revoked = sess.index.map(lambda s: rule_actions.get(s) == "revoke").to_numpy()
     benign = (sess["label"] == 0).to_numpy()
     out: dict[str, Any] = {"benign_sessions": int(benign.sum()),

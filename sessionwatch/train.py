@@ -26,11 +26,11 @@ from models.artefact import META_FILE, save_artefact
 from models.dataset import Recorded, count_population, record
 from models.labels import archive_labels, simulation_labels
 from models.load import load_model
+from models.report import HOLDOUT_FILE
 from models.train import TrainingError, train
 from producers.errors import SessionwatchError
 
 DEFAULT_SEEDS = (101, 102, 103)
-HOLDOUT_FILE = "holdout.csv.gz"   # the holdout's scores, for the report notebook's curves
 AUDIT_FRACTION = 0.05
 
 
@@ -128,7 +128,8 @@ def report_lines(meta: dict[str, Any]) -> list[str]:
         lines.append(f"{cls:34}" + "".join(cells))
     lines.append(f"rules alone: {rules['benign_sessions_revoked']} of {rules['benign_sessions']} "
                  "benign holdout sessions revoked")
-    top = list(ev.get("permutation_importance", {}).items())[:8]
+    # model.json is written with sorted keys: rank again by importance.
+    top = sorted(ev.get("permutation_importance", {}).items(), key=lambda kv: -kv[1])[:8]
     lines += ["", "permutation importance (ROC-AUC drop, holdout): "
               + ", ".join(f"{n} {v:.3f}" for n, v in top)]
     th = meta["thresholds"]["supervised"]

@@ -68,14 +68,17 @@ def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[byte
     """(key, value) to forward to the user stage, or None. May mark a heartbeat in `state`.
 
     When a learned score runs (the session tracks its behaviour), an event that changed
-    something the model can see goes too, and every forwarded event of the session carries the
-    session's behaviour in `attrs[BEHAVIOUR]` - set here, over anything an app put there.
+    something the model can see goes too, carrying the session's behaviour in `attrs[BEHAVIOUR]`
+    (set here, over anything an app put there); only those are scored and counted into the
+    user's history, so the rest travel as before.
     """
     user = event.user or (state.user if state is not None else None)
     if user is None:
         return None
     behaviour = state.behaviour if state is not None else None
-    if behaviour is not None and behaviour.changed:
+    if behaviour is not None and not behaviour.changed:
+        behaviour = None
+    if behaviour is not None:
         state.user_synced_at = event.time.timestamp()  # type: ignore[union-attr]
     elif event.type not in _USER_TYPES:
         if event.type not in _HEARTBEAT_TYPES or state is None:
@@ -89,6 +92,9 @@ def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[byte
     if behaviour is not None:
         attrs = {**event.attrs, BEHAVIOUR: behaviour_to_attr(behaviour)}
         raw = encode(msgspec.structs.replace(event, user=user, attrs=attrs))
+    elif event.attrs and BEHAVIOUR in event.attrs:  # an app's, never trusted
+        raw = encode(msgspec.structs.replace(
+            event, user=user, attrs={k: v for k, v in event.attrs.items() if k != BEHAVIOUR}))
     elif event.user is None:
         raw = encode(msgspec.structs.replace(event, user=user))
     return user_key(event.tenant, user), raw

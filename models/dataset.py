@@ -14,7 +14,7 @@ data's frequencies, never its own.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -58,12 +58,17 @@ class Recorded:
     events: int
 
 
-def count_population(events: Iterable[Event], enricher: Enricher) -> Population:
-    """Pass one: how common each value is across every user's session events."""
+def count_population(events: Iterable[Event], enricher: Enricher,
+                     users: Callable[[str], bool] | None = None) -> Population:
+    """Pass one: how common each value is across the users' session events (`users` picks
+    whose: the trainer counts the training users only, so nothing about held-out users
+    reaches the features the figures are measured with)."""
     counter = PopulationCounter()
     sessions: dict[str, SessionBehaviour] = {}
     for event in events:
         if event.session is None or event.user is None:
+            continue
+        if users is not None and not users(event.user):
             continue
         network = enricher.network(event.ip)
         client = enricher.client(event.user_agent)
@@ -84,7 +89,8 @@ def record(events: Sequence[Event], *, enricher: Enricher | None = None,
            policy: Policy | None = None, population: Population | None = None) -> Recorded:
     """Pass two (and one, unless a population is given): the scored events' vectors."""
     enricher = enricher or Enricher()
-    population = population if population is not None else count_population(events, enricher)
+    population = population if population is not None else count_population(
+        events, enricher, training_user)
     recorder = Recorder(population)
     runner = LocalRunner(policy=policy or Policy(), enricher=enricher, recorder=recorder)
     strongest: dict[str, str] = {}
@@ -111,3 +117,12 @@ def record(events: Sequence[Event], *, enricher: Enricher | None = None,
 def user_group(user: str, salt: str = "sessionwatch") -> int:
     """A stable 0..9 bucket per user: whole users are held out, never split across sets."""
     return hashlib.sha256(f"{salt}|{user}".encode()).digest()[0] % 10
+
+
+TRAIN_GROUPS = frozenset(range(6))      # user buckets (of 10) that train,
+VALIDATION_GROUPS = frozenset((6, 7))   # that choose thresholds,
+HOLDOUT_GROUPS = frozenset((8, 9))      # and that report figures
+
+
+def training_user(user: str) -> bool:
+    return user_group(user) in TRAIN_GROUPS

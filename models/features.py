@@ -35,6 +35,9 @@ import msgspec
 # The attrs key the session stage sets on forwarded events (never accepted from an app: the
 # session stage overwrites it, see streams/routing.py).
 BEHAVIOUR = "sessionwatch.behaviour"
+# ... and marks an event forwarded for the score alone (not a login, end or heartbeat): the user
+# stage scores it and does not queue it for its in-order detectors.
+SCORE_ONLY = "sessionwatch.score_only"
 
 # Paths whose first requests after a change of address or client give an account takeover away:
 # exports, contact and MFA changes, payees, API keys. Prefix match; a tenant can replace them.
@@ -45,6 +48,7 @@ SENSITIVE_PATHS: tuple[str, ...] = (
 AFTER_CHANGE_REQUESTS = 5      # requests after a change whose paths count as "first requests"
 MAX_PAIRS = 8                  # distinct (address, client) pairs remembered per session
 MAX_VALUES = 24                # values remembered per user and field (the least seen go first)
+MAX_TODAY = 256                # distinct values counted per user, field and day
 HISTORY_DAYS = 180             # history older than this is dropped
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
@@ -161,8 +165,12 @@ def observe(previous: SessionBehaviour | None, *, now: float, ip: str, user_agen
     Runs for every request of every session while a model is loaded, so it is kept to plain
     arithmetic (the worker's throughput with the model on must stay within 10 %)."""
     b = SessionBehaviour(first_at=now) if previous is None else msgspec.structs.replace(previous)
+    if not user_agent and b.pair is not None:
+        # No client on this event (the app's own `session.expired`): the client is unchanged.
+        user_agent = b.pair.partition("|")[2]
     pair = f"{ip}|{user_agent}" if user_agent else ip
-    changed = b.pair is not None and pair != b.pair
+    # The session's end is the app speaking, not the client: never a change of pair.
+    changed = b.pair is not None and pair != b.pair and event_type not in _ENDS
     if b.n:
         gap = now - b.last_at
         if gap < 0.0:
@@ -213,13 +221,17 @@ def observe(previous: SessionBehaviour | None, *, now: float, ip: str, user_agen
     if event_type == "session.refreshed":
         if b.last_refresh_at is not None:
             gap = now - b.last_refresh_at
-            b.refresh_gap = gap if b.refresh_gap is None else (b.refresh_gap * b.refreshes + gap) / (
-                b.refreshes + 1)
+            gaps = b.refreshes  # gaps so far, this one included (the first refresh has none)
+            b.refresh_gap = gap if b.refresh_gap is None else (
+                b.refresh_gap * (gaps - 1) + gap) / gaps
         b.refreshes += 1
         b.last_refresh_at = now
     b.last_sensitive = sensitive_now
     b.changed = changed or login or sensitive_now
     return b
+
+
+_ENDS = frozenset({"session.expired", "session.logout"})
 
 
 def _edge(b: SessionBehaviour, attrs: Mapping[str, Any]) -> None:
@@ -275,12 +287,13 @@ class UserProfile(msgspec.Struct, kw_only=True, gc=False):
     day: int = -1                       # the day `today` counts
     today: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
     history: dict[str, dict[str, list[int]]] = msgspec.field(default_factory=dict)
+    totals: dict[str, int] = msgspec.field(default_factory=dict)  # per field: sum of counts
     days: int = 0                       # days with history
     events: int = 0                     # events in history
     gap: float | None = None            # the user's usual inter-request gap (mean of sessions')
     refresh_gap: float | None = None    # ... and refresh cadence
-    today_gap: list[float] = msgspec.field(default_factory=lambda: [0.0, 0.0])  # sum, n
-    today_refresh: list[float] = msgspec.field(default_factory=lambda: [0.0, 0.0])
+    today_gap: list[int] = msgspec.field(default_factory=lambda: [0, 0])  # sum (ms), n
+    today_refresh: list[int] = msgspec.field(default_factory=lambda: [0, 0])
 
 
 @dataclass(frozen=True)
@@ -330,14 +343,21 @@ def learn(profile: UserProfile | None, obs: Observation, now: float,
             continue
         if target_today:
             counts = p.today.setdefault(name, {})
-            counts[value] = counts.get(value, 0) + 1
+            seen = counts.get(value)
+            if seen is not None:
+                counts[value] = seen + 1
+            elif len(counts) < MAX_TODAY:  # bounded: a user seen from a million addresses today
+                counts[value] = 1
         else:  # a late event of a day already closed: straight into the history
-            _count(p.history.setdefault(name, {}), value, 1, day)
+            table = p.history.setdefault(name, {})
+            _count(table, value, 1, day)
+            p.totals[name] = sum(c for c, _ in table.values())
+    # Summed in whole milliseconds: integer sums do not depend on the order they are added in.
     if behaviour is not None and behaviour.gap_ewma is not None:
-        p.today_gap[0] += behaviour.gap_ewma
+        p.today_gap[0] += round(behaviour.gap_ewma * 1000)
         p.today_gap[1] += 1
     if behaviour is not None and behaviour.refresh_gap is not None:
-        p.today_refresh[0] += behaviour.refresh_gap
+        p.today_refresh[0] += round(behaviour.refresh_gap * 1000)
         p.today_refresh[1] += 1
     if not target_today:
         p.events += 1
@@ -348,23 +368,27 @@ def _close_day(p: UserProfile, day: int) -> None:
     if p.day >= 0 and p.today:
         for name, counts in p.today.items():
             table = p.history.setdefault(name, {})
-            for value, n in counts.items():
+            # Most counted first, then by value: which values a full table keeps does not
+            # depend on the order the day's events arrived in.
+            for value, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
                 _count(table, value, n, p.day)
+            p.totals[name] = sum(c for c, _ in table.values())
         p.events += sum(p.today.get("hour", {}).values())
         p.days += 1
         if p.today_gap[1]:
-            mean = p.today_gap[0] / p.today_gap[1]
+            mean = p.today_gap[0] / p.today_gap[1] / 1000.0
             p.gap = mean if p.gap is None else 0.5 * p.gap + 0.5 * mean
         if p.today_refresh[1]:
-            mean = p.today_refresh[0] / p.today_refresh[1]
+            mean = p.today_refresh[0] / p.today_refresh[1] / 1000.0
             p.refresh_gap = mean if p.refresh_gap is None else 0.5 * p.refresh_gap + 0.5 * mean
-    p.today, p.today_gap, p.today_refresh = {}, [0.0, 0.0], [0.0, 0.0]
+    p.today, p.today_gap, p.today_refresh = {}, [0, 0], [0, 0]
     p.day = day
     for name, table in p.history.items():
         stale = [v for v, (_, last) in table.items() if day - last > HISTORY_DAYS]
         for v in stale:
             del table[v]
-        del name
+        if stale:
+            p.totals[name] = sum(c for c, _ in table.values())
 
 
 def _count(table: dict[str, list[int]], value: str, n: int, day: int) -> None:
@@ -381,17 +405,15 @@ def _count(table: dict[str, list[int]], value: str, n: int, day: int) -> None:
 
 
 def history_for(profile: UserProfile | None, now: float) -> UserProfile | None:
-    """The part of the profile a score at `now` may read: days before `now`'s day only."""
+    """The part of the profile a score at `now` may read: days before `now`'s day only.
+
+    An event of a later day closes the day the profile was counting, in place: its counts join
+    the history (exactly what counting this event would do next), so nothing is copied."""
     if profile is None:
         return None
     day = int(now // DAY_S)
-    if day > profile.day and profile.today:
-        closed = msgspec.structs.replace(
-            profile, today={k: dict(v) for k, v in profile.today.items()},
-            history={k: {v: list(c) for v, c in t.items()} for k, t in profile.history.items()},
-            today_gap=list(profile.today_gap), today_refresh=list(profile.today_refresh))
-        _close_day(closed, day)
-        return closed
+    if day > profile.day:
+        _close_day(profile, day)
     return profile
 
 
@@ -463,12 +485,12 @@ class PopulationCounter:
 
 # -- the vector ----------------------------------------------------------------------------------
 
-def _p_user(table: Mapping[str, list[int]] | None, value: str | None) -> float | None:
+def _p_user(table: Mapping[str, list[int]] | None, value: str | None, n: int) -> float | None:
     """p(value | user), smoothed as das-group/rba-algorithm does for Freeman's score: a known
-    value count/n * (1 - k/(n + k)), an unseen one 1/(n + k), with k the values seen."""
-    if value is None or not table:
+    value count/n * (1 - k/(n + k)), an unseen one 1/(n + k), with k the values seen and n
+    their total count."""
+    if value is None or not table or n <= 0:
         return None
-    n = sum(c for c, _ in table.values())
     k = len(table)
     entry = table.get(value)
     if entry is None:
@@ -482,10 +504,11 @@ def vector(*, obs: Observation, behaviour: SessionBehaviour, history: UserProfil
     nan = float("nan")
     out: list[float] = []
     tables = history.history if history is not None else {}
+    totals = history.totals if history is not None else {}
     for name, value in obs.values():
         if name == "path":
             continue
-        p_user = _p_user(tables.get(name), value)
+        p_user = _p_user(tables.get(name), value, totals.get(name, 0))
         p_all = population.p(name, value)
         if p_user is None or math.isnan(p_all):
             out.append(nan)
@@ -508,7 +531,7 @@ def vector(*, obs: Observation, behaviour: SessionBehaviour, history: UserProfil
     else:
         out.append(nan)
     path_table = tables.get("path")
-    p_path = _p_user(path_table, obs.path)
+    p_path = _p_user(path_table, obs.path, totals.get("path", 0))
     out.append(-math.log(p_path) if p_path else nan)
     if b.path is not None and population.path_totals:
         prev = b.previous_path or "^"

@@ -21,6 +21,9 @@ def simulation_labels(truth) -> pd.DataFrame:  # type: ignore[no-untyped-def]
             rows[h] = (h, 0, b.kind, 0.0)
     for a in truth.attacks:
         for s in a.sessions:
+            earlier = rows.get(s)
+            if earlier is not None and earlier[1] == 1 and earlier[3] <= a.start:
+                continue  # attacked twice: its rows count as attacked from the first attack
             rows[s] = (s, 1, a.cls, a.start)   # a victim's session is not benign
     return pd.DataFrame(list(rows.values()), columns=list(COLUMNS))
 

@@ -52,6 +52,9 @@ class TreeScorer:
                for (p,) in model._predictors):
             raise ValueError("categorical splits are not supported by the export")
         trees = []
+        # sklearn shrinks leaf values by the learning rate but keeps internal nodes' values
+        # unshrunk: scaled alike, the path attribution (`contributions`) credits each split fairly.
+        rate = float(model.learning_rate)
         for (predictor,) in model._predictors:  # one predictor per iteration (binary: one class)
             n = predictor.nodes
             trees.append(Tree(
@@ -59,7 +62,9 @@ class TreeScorer:
                 threshold=[float(v) for v in n["num_threshold"]],
                 missing_left=[bool(v) for v in n["missing_go_to_left"]],
                 left=[int(v) for v in n["left"]], right=[int(v) for v in n["right"]],
-                leaf=[bool(v) for v in n["is_leaf"]], value=[float(v) for v in n["value"]]))
+                leaf=[bool(v) for v in n["is_leaf"]],
+                value=[float(v) if leaf else float(v) * rate
+                       for v, leaf in zip(n["value"], n["is_leaf"], strict=True)]))
         return cls(trees, float(model._baseline_prediction.ravel()[0]))
 
     def walk(self, x: Sequence[float]) -> float:
@@ -199,6 +204,8 @@ class AnomalyModel:
                                                       self.feature_names, strict=True) if c > 0),
                         reverse=True)
         words: list[str] = []
+        if top <= 0:
+            return words
         for _, name in pushes:
             text = FEATURE_WORDS.get(name, name)
             if text not in words:

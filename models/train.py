@@ -31,16 +31,19 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.dataset import Recorded, user_group
+from models.dataset import (
+    HOLDOUT_GROUPS,
+    TRAIN_GROUPS,
+    VALIDATION_GROUPS,
+    Recorded,
+    user_group,
+)
 from models.features import FEATURE_NAMES, HISTORY_FIELDS
 
 # Freeman's features: the per-user likelihood ratios and how much history there is.
 BASELINE_FEATURES = (*(f"lr_{f}" for f in HISTORY_FIELDS), "history_events", "history_days")
 HIGH_FPR = 0.001
 MEDIUM_FPR = 0.01
-TRAIN_GROUPS = frozenset(range(6))      # user buckets (of 10) that train,
-VALIDATION_GROUPS = frozenset((6, 7))   # that choose thresholds,
-HOLDOUT_GROUPS = frozenset((8, 9))      # and that report figures
 
 
 class TrainingError(ValueError):
@@ -107,8 +110,12 @@ def threshold_at(benign: np.ndarray, fpr: float) -> float:
     """The lowest score that at most `fpr` of benign sessions reach (just above the quantile)."""
     if len(benign) == 0:
         return 1.0
-    q = float(np.quantile(benign, 1.0 - fpr, method="higher"))
-    return float(np.nextafter(q, math.inf))
+    allowed = int(math.floor(fpr * len(benign) + 1e-9))   # benign sessions that may reach it
+    ranked = np.sort(np.asarray(benign, dtype=np.float64))[::-1]
+    if allowed >= len(ranked):
+        return float(ranked[-1])
+    # Just above the (allowed + 1)-th highest: at most `allowed` reach it (fewer with ties).
+    return float(np.nextafter(ranked[allowed], math.inf))
 
 
 def _metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, float]:

@@ -23,7 +23,7 @@ import sklearn
 import skops
 
 from models.artefact import META_FILE, save_artefact
-from models.dataset import Recorded, count_population, record
+from models.dataset import Recorded, count_population, record, training_user
 from models.labels import archive_labels, simulation_labels
 from models.load import load_model
 from models.report import HOLDOUT_FILE
@@ -49,7 +49,7 @@ def from_simulation(src: SimulationSource) -> tuple[Recorded, pd.DataFrame, dict
     enricher = Enricher()
     sims = [simulate(users=src.users, seed=s, history_days=src.history_days,
                      edge_fingerprints=src.edge_fingerprints) for s in src.seeds]
-    population = count_population((e for s in sims for e in s.events), enricher)
+    population = count_population((e for s in sims for e in s.events), enricher, training_user)
     frames, labels, rules, events = [], [], {}, 0
     for sim in sims:
         rec = record(sim.events, enricher=enricher, population=population)
@@ -72,7 +72,14 @@ def from_archive(backend: Any, since: datetime, until: datetime, tenant: str | N
     from storage.feedback import audit_sample, session_labels
     from storage.replay import read_events
 
-    events = list(read_events(backend, since, until, tenant))
+    try:
+        events = list(read_events(backend, since, until, tenant))
+    except SessionwatchError:
+        raise
+    except Exception as exc:  # the archive's own error (chDB, the driver): say what to check
+        raise TrainingError(f"{getattr(backend, 'name', 'the archive')}: cannot read archived "
+                            f"events ({type(exc).__name__}: {str(exc)[:200]}); is it a "
+                            "directory or server `sessionwatch archive` wrote?") from exc
     if not events:
         raise TrainingError(f"no archived events between {since.isoformat()} and "
                             f"{until.isoformat()}" + (f" for tenant {tenant!r}" if tenant else ""))
@@ -153,7 +160,7 @@ def train_command(args: Any, backend_for: Any = None) -> int:
             recorded, labels, source = from_simulation(src)
         meta = build(recorded, labels, source, out, seed=seed)
     except TrainingError as exc:
-        raise SessionwatchError(f"sessionwatch train: {exc}") from exc
+        raise SessionwatchError(str(exc)) from exc
     print("\n".join(report_lines(meta)))
     print(f"\nsessionwatch train: artefact written to {out} ({META_FILE} + skops files); "
           f"start a worker with `sessionwatch worker --model {out}`", file=sys.stderr)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import msgspec
 
-from models.features import BEHAVIOUR, behaviour_to_attr
+from models.features import BEHAVIOUR, SCORE_ONLY, behaviour_to_attr
 from producers.contract import Event, EventType, Revocation, encode
 from streams.state import SessionState
 
@@ -78,23 +78,31 @@ def for_user(event: Event, raw: bytes, state: SessionState | None) -> tuple[byte
     behaviour = state.behaviour if state is not None else None
     if behaviour is not None and not behaviour.changed:
         behaviour = None
-    if behaviour is not None:
-        state.user_synced_at = event.time.timestamp()  # type: ignore[union-attr]
-    elif event.type not in _USER_TYPES:
+    score_only = False
+    if event.type not in _USER_TYPES:
         if event.type not in _HEARTBEAT_TYPES or state is None:
-            return None
-        now = event.time.timestamp()
-        if state.user_synced_at is not None and now - state.user_synced_at < HEARTBEAT_S:
-            return None
-        state.user_synced_at = now
+            if behaviour is None:
+                return None
+            score_only = True
+        else:
+            now = event.time.timestamp()
+            if state.user_synced_at is not None and now - state.user_synced_at < HEARTBEAT_S:
+                if behaviour is None:
+                    return None
+                score_only = True  # for the learned score only: not a heartbeat
+            else:
+                state.user_synced_at = now
     elif event.type is EventType.AUTHENTICATED and state is not None:
         state.user_synced_at = event.time.timestamp()
     if behaviour is not None:
         attrs = {**event.attrs, BEHAVIOUR: behaviour_to_attr(behaviour)}
+        if score_only:
+            attrs[SCORE_ONLY] = True
         raw = encode(msgspec.structs.replace(event, user=user, attrs=attrs))
-    elif event.attrs and BEHAVIOUR in event.attrs:  # an app's, never trusted
-        raw = encode(msgspec.structs.replace(
-            event, user=user, attrs={k: v for k, v in event.attrs.items() if k != BEHAVIOUR}))
+    elif event.attrs and (BEHAVIOUR in event.attrs or SCORE_ONLY in event.attrs):
+        raw = encode(msgspec.structs.replace(  # an app's, never trusted
+            event, user=user, attrs={k: v for k, v in event.attrs.items()
+                                     if k not in (BEHAVIOUR, SCORE_ONLY)}))
     elif event.user is None:
         raw = encode(msgspec.structs.replace(event, user=user))
     return user_key(event.tenant, user), raw

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from models.features import (
     BEHAVIOUR,
+    SCORE_ONLY,
     Population,
     behaviour_from_attr,
     history_for,
@@ -155,6 +156,8 @@ class UserPipeline:
             if (event.session is not None and event.attrs and BEHAVIOUR in event.attrs
                     and self.scoring):
                 self._behaviour_arrived(state, event, at, decided_at, out)
+                if event.attrs.get(SCORE_ONLY) is True:
+                    return out  # nothing for the in-order detectors
         out.overflow = state.add_pending(Pending(at, message_id, raw))
         return out
 

@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--since", help="archive: first event time (RFC 3339)")
     train.add_argument("--until", help="archive: end (RFC 3339, default now)")
     train.add_argument("--tenant", help="archive: one tenant only")
+    train.add_argument("--audit-fraction", dest="audit_fraction", type=float, default=0.05,
+                       help="archive: share of never-flagged sessions taken as benign (an audit "
+                            "sample, so the model does not learn only what already alerted)")
     train.add_argument("--clickhouse", help="clickhouse://host:9000/sessionwatch "
                                             "(SESSIONWATCH_CLICKHOUSE)")
     train.add_argument("--chdb", dest="chdb_dir", help="embedded chDB directory instead")

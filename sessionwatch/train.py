@@ -68,7 +68,8 @@ def from_simulation(src: SimulationSource) -> tuple[Recorded, pd.DataFrame, dict
 
 
 def from_archive(backend: Any, since: datetime, until: datetime, tenant: str | None,
-                 seed: int) -> tuple[Recorded, pd.DataFrame, dict[str, Any]]:
+                 seed: int, audit_fraction: float = AUDIT_FRACTION,
+                 ) -> tuple[Recorded, pd.DataFrame, dict[str, Any]]:
     from storage.feedback import audit_sample, session_labels
     from storage.replay import read_events
 
@@ -84,12 +85,12 @@ def from_archive(backend: Any, since: datetime, until: datetime, tenant: str | N
         raise TrainingError(f"no archived events between {since.isoformat()} and "
                             f"{until.isoformat()}" + (f" for tenant {tenant!r}" if tenant else ""))
     verdicts = session_labels(backend, since, until, tenant)
-    audit = audit_sample(backend, since, until, AUDIT_FRACTION, seed, tenant)
+    audit = audit_sample(backend, since, until, audit_fraction, seed, tenant)
     recorded = record(events)
     source = {"kind": "archive", "since": since.isoformat(), "until": until.isoformat(),
               "tenant": tenant, "verdicts": int(len(verdicts)),
               "confirmed": int((verdicts["label"] == "confirmed").sum()) if len(verdicts) else 0,
-              "audit_sample": int(len(audit)), "audit_fraction": AUDIT_FRACTION}
+              "audit_sample": int(len(audit)), "audit_fraction": audit_fraction}
     return recorded, archive_labels(verdicts, audit), source
 
 
@@ -151,8 +152,14 @@ def train_command(args: Any, backend_for: Any = None) -> int:
         if args.from_archive:
             since = _time(args.since, "--since") if args.since else datetime(1970, 1, 1, tzinfo=UTC)
             until = _time(args.until, "--until") if args.until else datetime.now(UTC)
-            recorded, labels, source = from_archive(backend_for(args), since, until, args.tenant,
-                                                    seed)
+            if not 0 < args.audit_fraction <= 1:
+                raise SessionwatchError("--audit-fraction: a share of sessions, 0 < f <= 1")
+            backend = backend_for(args)
+            try:
+                recorded, labels, source = from_archive(backend, since, until, args.tenant, seed,
+                                                        args.audit_fraction)
+            finally:
+                backend.close()
         else:
             src = SimulationSource(seeds=tuple(args.seed or DEFAULT_SEEDS), users=args.users,
                                    history_days=args.history_days,

@@ -67,7 +67,8 @@ def label_rows(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     return merged[~before].reset_index(drop=True)
 
 
-def _split(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float, float]:
+def _split(rows: pd.DataFrame, train_from: float | None = None,
+           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float, float]:
     groups = rows["user"].map(user_group)
     positives = rows.loc[rows["label"] == 1, "at"]
     if len(positives) < 20:
@@ -75,6 +76,8 @@ def _split(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
                             "(more simulation seeds, or more confirmed verdicts)")
     t_test = float(np.quantile(positives, 0.5))
     train = rows[groups.isin(TRAIN_GROUPS) & (rows["at"] < t_test)]
+    if train_from is not None:
+        train = train[train["at"] >= train_from]
     # Thresholds need many benign sessions to stand for a 0.1 % rate: all of the validation
     # users' sessions, whole users the model never saw (the holdout's users are others still).
     val = rows[groups.isin(VALIDATION_GROUPS)]
@@ -135,10 +138,11 @@ def _recall_by_class(sessions: pd.DataFrame, threshold: float) -> dict[str, dict
 
 
 def train(recorded: Recorded, labels: pd.DataFrame, *, seed: int = 0,
-          tenants_unsupervised: bool = True) -> Trained:
-    """Fit the three models and measure them. `labels`: session, label (1/0), cls, start."""
+          tenants_unsupervised: bool = True, train_from: float | None = None) -> Trained:
+    """Fit the three models and measure them. `labels`: session, label (1/0), cls, start.
+    `train_from`: training rows start there (validation and holdout rows do not)."""
     rows = label_rows(recorded.frame, labels)
-    train_rows, val, hold, t_val, t_test = _split(rows)
+    train_rows, val, hold, t_val, t_test = _split(rows, train_from)
     x_train, y_train = _matrix(train_rows), train_rows["label"].to_numpy()
     # A feature never known in training (no edge fingerprints, say) is constant to the trees:
     # sklearn cannot bin an all-NaN column, and no split will read it when scoring.
@@ -212,7 +216,7 @@ def train(recorded: Recorded, labels: pd.DataFrame, *, seed: int = 0,
         "thresholds": thresholds,
         "fill": fill,
         "evaluation": evaluation,
-        "splits": {"validation_from": t_val, "holdout_from": t_test,
+        "splits": {"validation_from": t_val, "holdout_from": t_test, "train_from": train_from,
                    "train_rows": int(len(train_rows)), "validation_rows": int(len(val)),
                    "holdout_rows": int(len(hold)),
                    "train_attack_rows": int(y_train.sum()),

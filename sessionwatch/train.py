@@ -53,17 +53,19 @@ def from_simulation(src: SimulationSource) -> tuple[Recorded, pd.DataFrame, dict
     frames, labels, rules, events = [], [], {}, 0
     for sim in sims:
         rec = record(sim.events, enricher=enricher, population=population)
-        # The simulator attacks only on its last day; the days before build the users' history.
-        # Rows from those days would teach the model "less history, no attack" - a leak of how
-        # the simulator works, not of how attacks look - so only the attack day's rows train.
-        frames.append(rec.frame[rec.frame["at"] >= START.timestamp()])
+        frames.append(rec.frame)
         rules.update(rec.rule_actions)
         events += rec.events
         labels.append(simulation_labels(sim.truth))
     recorded = Recorded(frame=pd.concat(frames, ignore_index=True), population=population,
                         rule_actions=rules, events=events)
+    # The simulator attacks only on its last day; the days before build the users' history.
+    # Their rows would teach the model "less history, no attack" - how the simulator works, not
+    # how attacks look - so only the attack day trains; the thresholds still see every day's
+    # benign sessions (a new user's first day must not be stepped up more often).
     source = {"kind": "simulation", "seeds": list(src.seeds), "users": src.users,
-              "history_days": src.history_days, "edge_fingerprints": src.edge_fingerprints}
+              "history_days": src.history_days, "edge_fingerprints": src.edge_fingerprints,
+              "train_from": START.timestamp()}
     return recorded, pd.concat(labels, ignore_index=True), source
 
 
@@ -96,7 +98,7 @@ def from_archive(backend: Any, since: datetime, until: datetime, tenant: str | N
 
 def build(recorded: Recorded, labels: pd.DataFrame, source: dict[str, Any], out: Path,
           seed: int = 0) -> dict[str, Any]:
-    trained = train(recorded, labels, seed=seed)
+    trained = train(recorded, labels, seed=seed, train_from=source.get("train_from"))
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     meta = {**trained.meta, "version": version, "source": source,
             "library_versions": {"scikit-learn": sklearn.__version__, "skops": skops.__version__}}

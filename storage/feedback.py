@@ -20,7 +20,7 @@ from producers.errors import SessionwatchError
 from storage.clickhouse import ArchiveBackend
 from storage.clickhouse.frames import STRING_DTYPE
 from storage.clickhouse.rows import epoch_ms
-from storage.queries import _ms, _range, _times
+from storage.queries import _ms, _range, _times, range_where
 
 log = logging.getLogger("sessionwatch.feedback")
 
@@ -190,10 +190,7 @@ def session_labels(backend: ArchiveBackend, since: datetime, until: datetime,
     ('feedback'). Each target counts with its latest verdict; a session with any confirmed
     target is confirmed (a hijack stays a hijack when another of its alerts was noise).
     Targets without a session (a block of an address whose events named none) give no label."""
-    params: dict[str, Any] = {**_range(since, until), "tenant": tenant or ""}
-    where = "target_time_ms >= %(since)s AND target_time_ms < %(until)s"
-    if tenant is not None:
-        where += " AND tenant = %(tenant)s"
+    where, params = range_where("target_time_ms", since, until, tenant)
     found = backend.query(
         f"SELECT tenant, target, session, `user`, verdict, time_ms, id FROM {DB}.feedback FINAL "
         f"WHERE {where}", params)

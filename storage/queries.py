@@ -42,6 +42,15 @@ def _range(since: datetime, until: datetime) -> dict[str, Any]:
     return bounds
 
 
+def range_where(column: str, since: datetime, until: datetime,
+                tenant: str | None = None) -> tuple[str, dict[str, Any]]:
+    """`since <= column < until` (epoch ms), and one tenant if given: the WHERE and its params."""
+    where = f"{column} >= %(since)s AND {column} < %(until)s"
+    if tenant is not None:
+        where += " AND tenant = %(tenant)s"
+    return where, {**_range(since, until), "tenant": tenant or ""}
+
+
 def _times(ms: pd.Series) -> pd.Series:
     # pandas 3 would pick microseconds; the backends' time columns are nanoseconds.
     return pd.to_datetime(ms, unit="ms", utc=True).astype(TIME_DTYPE)
@@ -112,10 +121,7 @@ def revocations(backend: ArchiveBackend, since: datetime, until: datetime,
     """Revocations in a range with their evidence: `reasons` (for admins: detector, severity,
     summary) and `evidence` ({detector: evidence} of the findings that caused each one: same
     event, same detector). `decided_at` to the second: 18.16 stores no more."""
-    params: dict[str, Any] = {**_range(since, until), "tenant": tenant or ""}
-    where = "time_ms >= %(since)s AND time_ms < %(until)s"
-    if tenant is not None:
-        where += " AND tenant = %(tenant)s"
+    where, params = range_where("time_ms", since, until, tenant)
     revs = backend.query(
         f"SELECT id, tenant, scope, action, session, `user`, source, severity, detectors, "
         f"reasons, events, time_ms, decided_at FROM {DB}.revocations FINAL WHERE {where} "
@@ -144,10 +150,8 @@ def detector_stats(backend: ArchiveBackend, since: datetime, until: datetime,
     if bucket not in ("hour", "day"):
         raise ValueError(f"bucket: 'hour' or 'day', not {bucket!r}")
     step = 3_600_000 if bucket == "hour" else 86_400_000
-    params: dict[str, Any] = {**_range(since, until), "tenant": tenant or "", "step": step}
-    where = "time_ms >= %(since)s AND time_ms < %(until)s"
-    if tenant is not None:
-        where += " AND tenant = %(tenant)s"
+    where, params = range_where("time_ms", since, until, tenant)
+    params["step"] = step
     findings = backend.query(
         f"SELECT intDiv(time_ms, %(step)s) * %(step)s AS bucket_ms, detector, "
         f"countIf(severity = 'low') AS low, countIf(severity = 'medium') AS medium, "

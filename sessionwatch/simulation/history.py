@@ -15,9 +15,17 @@ DAY_S = 86_400.0
 HISTORY_KIND = "history"
 
 
+# Users new to the app (no earlier days): attacked ones too, so a model cannot learn that "no
+# history" means "no attack" - in the simulator's traffic it would otherwise be true.
+NEW_USERS = 0.15
+
+
 def add_history(pop: Population, days: int, span_s: float) -> None:
-    """`days` earlier days for every user made so far."""
+    """`days` earlier days for every user made so far, but the NEW_USERS share, who have none."""
+    rng = pop.w.rng
     for user in list(pop.made):
+        if rng.random() < NEW_USERS:
+            continue
         for d in range(days, 0, -1):
             _day(pop, user, -d * DAY_S, span_s)
 

@@ -366,7 +366,9 @@ def test_history_days_come_before_start_and_are_benign(rich):
     assert all(kinds.get(e.session) == HISTORY_KIND for e in before if e.session)
     users_before = {e.user for e in before if e.user}
     victims = {v for a in rich.truth.attacks for v in a.victims}
-    assert victims <= users_before
+    # Most victims have history; some are new to the app (NEW_USERS), as some users are.
+    with_history = len(victims & users_before) / len(victims)
+    assert 0.6 < with_history < 1.0, with_history
     for b in rich.truth.benign:  # the idle timeout holds for history sessions too
         if b.kind == HISTORY_KIND:
             assert b.end < START.timestamp() and b.addresses

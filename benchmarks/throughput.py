@@ -1,7 +1,7 @@
 """Throughput and latency of the sessionwatch path, layer by layer, in one run on one embedded broker.
 
     python -m benchmarks.throughput [--events N] [--sessions S] [--json FILE] [--update-readme]
-                                    [--skip-latency] [--profile SECONDS] [--logs DIR]
+                                    [--skip-latency] [--profile SECONDS] [--logs DIR] [--model DIR]
 
 1. produce N events with confluent-kafka into sessionwatch.events (1 partition)
 2. a raw confluent-kafka `consume(1000)` loop over them, no group (count only; + decode_event)
@@ -15,6 +15,7 @@
 6. event -> revocation latency of the idle worker, then under 5,000 events/s of other traffic
 
 --profile SECONDS attaches py-spy to the 1-process worker while it drains a 200k-event backlog.
+--model DIR runs the learned score: the workers get SESSIONWATCH_MODEL=DIR, LocalRunner the model.
 See benchmarks/README.md for what the figures mean. Every child process runs in its own process
 group and is killed with it on exit, Ctrl-C or SIGTERM.
 """
@@ -410,9 +411,10 @@ def bench_bare_app(bootstrap: str, total: int, stateful: bool, tmp: Path) -> dic
 # -- 4. in process ---------------------------------------------------------------------------
 
 
-def bench_in_process(work: Workload) -> dict[str, Any]:
+def bench_in_process(work: Workload, model: Any = None) -> dict[str, Any]:
     """LocalRunner (every stage) and the session stage alone over the decoded body; a fresh
-    Enricher each (cold caches), the process-wide GeoIP/ua-parser set-up paid before."""
+    Enricher each (cold caches), the process-wide GeoIP/ua-parser set-up paid before. With a
+    model (--model) both run the learned score as the worker does."""
     from streams.enrich import Enricher
     from streams.local import LocalRunner
     from streams.pipeline import SessionPipeline
@@ -426,7 +428,7 @@ def bench_in_process(work: Workload) -> dict[str, Any]:
         decode_event(value)
     decode_s = time.perf_counter() - t0
 
-    runner = LocalRunner(enricher=Enricher())
+    runner = LocalRunner(enricher=Enricher(), model=model)
     revocations: list[Revocation] = []
     t0 = time.perf_counter()
     for event in events:
@@ -434,7 +436,7 @@ def bench_in_process(work: Workload) -> dict[str, Any]:
     revocations += runner.finish()[1]
     local = rate(len(events), time.perf_counter() - t0, stats=str(runner.stats))
 
-    pipeline = SessionPipeline(Enricher())
+    pipeline = SessionPipeline(Enricher(), track_behaviour=model is not None)
     states: dict[str | None, Any] = {}
     t0 = time.perf_counter()
     for event in events:
@@ -587,7 +589,7 @@ def compare(watch: RevocationWatch, mark: int, body_ids: set[str],
 
 def bench_workers(bootstrap: str, work: Workload, expected: dict[str, Revocation],
                   watch: RevocationWatch, tmp: Path, stack: ExitStack,
-                  count: int) -> tuple[dict[str, Any], list[Any]]:
+                  count: int, model: str | None = None) -> tuple[dict[str, Any], list[Any]]:
     """`count` workers in a fresh group on sessionwatch.events recreated with `count`
     partitions. The data is produced once each worker holds one partition (so no rebalance falls
     in the timed span): a start marker per partition, the body, an end marker per partition.
@@ -600,7 +602,8 @@ def bench_workers(bootstrap: str, work: Workload, expected: dict[str, Revocation
     workers = []
     for i in range(count):
         w = WorkerProcess(bootstrap, tmp / f"worker-x{count}-{i}.log", app_id=app_id,
-                          partitions=count, data_dir=str(tmp / f"worker-x{count}-{i}"))
+                          partitions=count, data_dir=str(tmp / f"worker-x{count}-{i}"),
+                          **({"model": model} if model else {}))
         stack.callback(w.stop)
         workers.append(w)
     out: dict[str, Any] = {"app_id": app_id}
@@ -912,7 +915,8 @@ def profile_lines(p: dict[str, Any]) -> list[str]:
 
 def header(r: dict[str, Any]) -> str:
     return (f"{r['events']:,} events, {r['sessions']:,} sessions, {r['hijacks_in_body']} curl "
-            f"take-overs in the body; {r['machine']}; {r['versions']}; {r['source']}; "
+            f"take-overs in the body; learned score {r.get('model') or 'off'}; {r['machine']}; "
+            f"{r['versions']}; {r['source']}; "
             f"total runtime {r['runtime_s']:.0f} s")
 
 
@@ -946,9 +950,10 @@ def worker_rows(bs: str, work: Workload, expected: dict[str, Revocation], watch:
     s = Settings()
     results["worker_settings"] = (f"store={s.store}, commit_interval_s={s.commit_interval_s}, "
                                   f"fetch_max_wait_ms={s.fetch_max_wait_ms}, session_timeout_s="
-                                  f"{s.session_timeout_s}, allowed_lateness_s={s.allowed_lateness_s}")
+                                  f"{s.session_timeout_s}, allowed_lateness_s={s.allowed_lateness_s}"
+                                  f", model={args.model or 'none'}")
     print("5. sessionwatch worker, 1 process ...", flush=True)
-    one, workers = bench_workers(bs, work, expected, watch, tmp, stack, 1)
+    one, workers = bench_workers(bs, work, expected, watch, tmp, stack, 1, args.model)
     results["worker_1"] = one
     try:
         if "error" not in one and not args.skip_latency:
@@ -968,7 +973,8 @@ def worker_rows(bs: str, work: Workload, expected: dict[str, Revocation], watch:
     for w in workers:
         w.stop()
     print("5. sessionwatch worker, 2 processes ...", flush=True)
-    results["worker_2"], workers = bench_workers(bs, work, expected, watch, tmp, stack, 2)
+    results["worker_2"], workers = bench_workers(bs, work, expected, watch, tmp, stack, 2,
+                                                 args.model)
     for w in workers:
         w.stop()
 
@@ -986,7 +992,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"py-spy the 1-process worker for SECONDS while it drains "
                              f"{PROFILE_EVENTS:,} more events")
     parser.add_argument("--logs", metavar="DIR", help="keep the broker's and children's logs here")
+    parser.add_argument("--model", metavar="DIR", help="run the learned score: the workers get "
+                        "SESSIONWATCH_MODEL=DIR, LocalRunner the model (default: off)")
     args = parser.parse_args(argv)
+    args.model = str(Path(args.model).resolve()) if args.model else None
 
     def on_term(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -999,7 +1008,8 @@ def main(argv: list[str] | None = None) -> int:
     from sessionwatch.broker import EmbeddedBroker
 
     started = time.perf_counter()
-    results: dict[str, Any] = {**environment(), "events": args.events, "sessions": args.sessions}
+    results: dict[str, Any] = {**environment(), "events": args.events, "sessions": args.sessions,
+                               "model": args.model}
     with tempfile.TemporaryDirectory(prefix="sw-bench-") as tmp_name, ExitStack() as stack:
         tmp = Path(args.logs or tmp_name)
         tmp.mkdir(parents=True, exist_ok=True)
@@ -1026,7 +1036,10 @@ def main(argv: list[str] | None = None) -> int:
              lambda: bench_bare_app(bs, total, False, tmp))
         step("   ... stateful", results, "quix_stateful", lambda: bench_bare_app(bs, total, True, tmp))
         print("4. in process (LocalRunner, session stage) ...", flush=True)
-        results["in_process"] = bench_in_process(work)
+        from models.load import load_model
+
+        results["in_process"] = bench_in_process(work, load_model(args.model) if args.model
+                                                 else None)
         expected = results["in_process"].pop("revocations")
         watch = RevocationWatch(bs).start()
         stack.callback(watch.close)

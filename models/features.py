@@ -129,7 +129,8 @@ class SessionBehaviour(msgspec.Struct, kw_only=True, gc=False, array_like=True):
     last_at: float = 0.0
     login_at: float | None = None
     pairs: tuple[str, ...] = ()         # distinct (address, client) pairs, most recent last
-    pair: str | None = None             # the last event's pair
+    pair: str | None = None             # the last event's pair (a digest)
+    user_agent: str | None = None       # the last client (events without one keep it)
     previous_pair: str | None = None    # the pair before the last change
     switches: int = 0                   # changes of pair between consecutive events
     alternations: int = 0               # returns to the pair before the last change (A->B->A)
@@ -167,8 +168,10 @@ def observe(previous: SessionBehaviour | None, *, now: float, ip: str, user_agen
     b = SessionBehaviour(first_at=now) if previous is None else msgspec.structs.replace(previous)
     if not user_agent and b.pair is not None:
         # No client on this event (the app's own `session.expired`): the client is unchanged.
-        user_agent = b.pair.partition("|")[2]
-    pair = f"{ip}|{user_agent}" if user_agent else ip
+        user_agent = b.user_agent
+    # Kept as a short digest: the model only counts and compares pairs (and a User-Agent is
+    # up to 1 KB, eight of them in every session's state).
+    pair = _digest(f"{ip}|{user_agent}") if user_agent else _digest(ip)
     # The session's end is the app speaking, not the client: never a change of pair.
     changed = b.pair is not None and pair != b.pair and event_type not in _ENDS
     if b.n:
@@ -202,6 +205,8 @@ def observe(previous: SessionBehaviour | None, *, now: float, ip: str, user_agen
     elif not b.pairs:
         b.pairs = (pair,)
     b.pair = pair
+    if user_agent and user_agent != b.user_agent:
+        b.user_agent = user_agent
     b.prefix = prefix
     sensitive_now = False
     if attrs:
@@ -216,7 +221,7 @@ def observe(previous: SessionBehaviour | None, *, now: float, ip: str, user_agen
                     b.sensitive_after_change += 1
         if attrs.get("status") in (401, 403):
             b.denied += 1
-        if len(attrs) > 1 or path is None:
+        if "tls_rtt_ms" in attrs or "ja4" in attrs or "h2" in attrs:
             _edge(b, attrs)
     if event_type == "session.refreshed":
         if b.last_refresh_at is not None:

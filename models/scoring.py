@@ -114,9 +114,8 @@ def _compile(trees: Sequence[Tree], baseline: float) -> Any:
             lines.append(f"{pad}s += {_literal(t.value[i])}")
             return
         f, th = int(t.feature[i]), _literal(t.threshold[i])
-        # NaN compares False: it goes right unless training sent missing values left.
-        test = f"v <= {th} or v != v" if t.missing_left[i] else f"v <= {th}"
-        lines.append(f"{pad}v = x[{f}]")
+        # NaN compares False both ways: `not x > t` sends it left, `x <= t` right, as training did.
+        test = f"not x[{f}] > {th}" if t.missing_left[i] else f"x[{f}] <= {th}"
         lines.append(f"{pad}if {test}:")
         node(t, int(t.left[i]), depth + 1)
         lines.append(f"{pad}else:")

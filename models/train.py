@@ -209,7 +209,7 @@ def train(recorded: Recorded, labels: pd.DataFrame, *, seed: int = 0,
     importance = permutation_importance(supervised, _matrix(hold), y_hold, scoring="roc_auc",
                                         n_repeats=3, random_state=seed)
     ranked = sorted(zip(FEATURE_NAMES, importance.importances_mean, strict=True),
-                    key=lambda kv: -kv[1])
+                    key=lambda kv: (-kv[1], kv[0]))
     evaluation["permutation_importance"] = {n: round(float(v), 4) for n, v in ranked}
     meta = {
         "feature_names": list(FEATURE_NAMES),

@@ -139,7 +139,7 @@ def report_lines(meta: dict[str, Any]) -> list[str]:
     lines.append(f"rules alone: {rules['benign_sessions_revoked']} of {rules['benign_sessions']} "
                  "benign holdout sessions revoked")
     # model.json is written with sorted keys: rank again by importance.
-    top = sorted(ev.get("permutation_importance", {}).items(), key=lambda kv: -kv[1])[:8]
+    top = sorted(ev.get("permutation_importance", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:8]
     lines += ["", "permutation importance (ROC-AUC drop, holdout): "
               + ", ".join(f"{n} {v:.3f}" for n, v in top)]
     th = meta["thresholds"]["supervised"]

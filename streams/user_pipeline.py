@@ -235,16 +235,25 @@ class UserPipeline:
         detector = self.anomaly
         assert detector is not None and event.session is not None
         tp = self.policy.for_tenant(state.tenant)
+        params = tp.params(detector)
+        model = detector.model_for(params)
+        assert model is not None
+        # One finding per session and severity: report again only when the score's severity rose
+        # (a session's events reach this stage in order: they share its partition). Checked
+        # before the detector explains itself: most scores above a threshold repeat one.
+        override = tp.rule(detector.id).severity
+        quick = model.severity(model.scorer.score(x))
+        if quick is None:
+            return
+        if _SEVERITY[override.value if override else quick] <= state.anomaly_reported.get(
+                event.session, 0):
+            return
         ctx = UserContext(event=event, network=self.enricher.network(event.ip), location=None,
                           previous=None, state=state, features=x)
-        signal = detector.evaluate(ctx, tp.params(detector))
+        signal = detector.evaluate(ctx, params)
         if signal is None:
             return
-        severity = (tp.rule(detector.id).severity or signal.severity).value
-        # One finding per session and severity: report again only when the score's severity rose
-        # (a session's events reach this stage in order: they share its partition).
-        if _SEVERITY[severity] <= state.anomaly_reported.get(event.session, 0):
-            return
+        severity = (override or signal.severity).value
         state.note_anomaly(event.session, _SEVERITY[severity])
         detection = self.policy.detection(detector, signal, event, event.session, event.user)
         self._decide(event, [detection], decided_at, asn, out)

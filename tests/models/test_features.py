@@ -35,6 +35,7 @@ from models.features import (
     PopulationCounter,
     SessionBehaviour,
     UserProfile,
+    _digest,
     history_for,
     learn,
     observation,
@@ -113,12 +114,12 @@ def test_pairs_are_capped_most_recent_kept() -> None:
     behaviours = walk([(10 * i, ip, CHROME) for i, ip in enumerate(ips)])
     assert all(len(b.pairs) <= MAX_PAIRS for b in behaviours)
     last = behaviours[-1]
-    assert last.pairs == tuple(f"{ip}|{CHROME}" for ip in ips[-MAX_PAIRS:])
+    assert last.pairs == tuple(_digest(f"{ip}|{CHROME}") for ip in ips[-MAX_PAIRS:])
     assert last.switches == len(ips) - 1
     # A pair that was forgotten counts as new again when it comes back.
     again = observe(last, now=T0 + 1000, ip=ips[0], user_agent=CHROME, event_type=ACTIVITY,
                     attrs={}, prefix=network_prefix(ips[0]))
-    assert again.pairs[-1] == f"{ips[0]}|{CHROME}" and len(again.pairs) == MAX_PAIRS
+    assert again.pairs[-1] == _digest(f"{ips[0]}|{CHROME}") and len(again.pairs) == MAX_PAIRS
 
 
 def test_changed_marks_what_the_model_can_see() -> None:

@@ -39,7 +39,7 @@ from models.train import (
     threshold_at,
     train,
 )
-from sessionwatch.simulation import AttackTruth, BenignTruth, Truth, simulate
+from sessionwatch.simulation import START, AttackTruth, BenignTruth, Truth, simulate
 from sessionwatch.train import SimulationSource, from_simulation
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,9 +118,10 @@ class Data:
 
 @pytest.fixture(scope="module")
 def data() -> Data:
-    recorded, labels, _ = from_simulation(SOURCE)
+    recorded, labels, source = from_simulation(SOURCE)
     rows = label_rows(recorded.frame, labels)
-    train_rows, val, hold, _, t_test = _split(rows)
+    # As `sessionwatch train` splits: training rows from the simulator's attack day on.
+    train_rows, val, hold, _, t_test = _split(rows, source["train_from"])
     return Data(recorded, labels, rows, train_rows, val, hold, t_test)
 
 
@@ -243,7 +244,9 @@ def test_meta_records_what_it_was_trained_on(data: Data, trained_cli: Run) -> No
     assert set(ev["permutation_importance"]) == set(FEATURE_NAMES)
     assert {"supervised", "baseline"} <= set(meta["thresholds"])
     assert meta["source"] == {"kind": "simulation", "seeds": [1, 2], "users": 300, "history_days": 1,
-                              "edge_fingerprints": 0.5}
+                              "edge_fingerprints": 0.5, "train_from": START.timestamp()}
+    assert splits["train_from"] == START.timestamp()
+    assert data.train["at"].min() >= START.timestamp()
 
 
 # -- labels ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -331,3 +332,49 @@ def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The session's chDB directory. chDB opens one directory per process: close a backend
     before opening another on a different path."""
     return str(tmp_path_factory.mktemp("chdb") / "archive")
+
+
+def seeded_archives(seed: Callable[[Any], Any], name: str) -> tuple[Any, ...]:
+    """Module fixtures for tests that read one seeded archive on both backends: `server_url`
+    and `chdb_path` (seeded once per module by `seed(backend)`), `server` and `chdb` (a backend
+    per test, closed after it: chDB holds one directory per process), and `backend`
+    (parametrized over both). Assign them at module level:
+    `server_url, chdb_path, server, chdb, backend = seeded_archives(seed, "name")`."""
+    from storage.clickhouse import ChdbBackend, ServerBackend
+
+    @pytest.fixture(scope="module")
+    def server_url(clickhouse_server) -> str:
+        backend = ServerBackend(clickhouse_server.url)
+        try:
+            seed(backend)
+        finally:
+            backend.close()
+        return clickhouse_server.url
+
+    @pytest.fixture(scope="module")
+    def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+        path = str(tmp_path_factory.mktemp(name) / "archive")
+        backend = ChdbBackend(path)
+        try:
+            seed(backend)
+        finally:
+            backend.close()
+        return path
+
+    @pytest.fixture
+    def server(server_url: str):
+        backend = ServerBackend(server_url)
+        yield backend
+        backend.close()
+
+    @pytest.fixture
+    def chdb(chdb_path: str):
+        backend = ChdbBackend(chdb_path)
+        yield backend
+        backend.close()
+
+    @pytest.fixture(params=["clickhouse", "chdb"])
+    def backend(request: pytest.FixtureRequest):
+        return request.getfixturevalue("server" if request.param == "clickhouse" else "chdb")
+
+    return server_url, chdb_path, server, chdb, backend

@@ -16,11 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
+from conftest import seeded_archives
 
 from producers.contract import Action, Event, Finding, Revocation, Scope, Severity, decode_event
 from producers.errors import SessionwatchError
 from storage import feedback
-from storage.clickhouse import ChdbBackend, ServerBackend
 from storage.clickhouse.frames import STRING_DTYPE
 from storage.clickhouse.rows import event_row, finding_row, revocation_row
 from storage.feedback import FeedbackError, InvalidVerdict, UnknownTarget
@@ -137,44 +137,7 @@ def seed(backend) -> None:
                                     at=V + timedelta(seconds=after))
 
 
-@pytest.fixture(scope="module")
-def server_url(clickhouse_server) -> str:
-    backend = ServerBackend(clickhouse_server.url)
-    try:
-        seed(backend)
-    finally:
-        backend.close()
-    return clickhouse_server.url
-
-
-@pytest.fixture(scope="module")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = str(tmp_path_factory.mktemp("feedback") / "archive")
-    backend = ChdbBackend(path)
-    try:
-        seed(backend)
-    finally:
-        backend.close()
-    return path
-
-
-@pytest.fixture
-def server(server_url: str):
-    backend = ServerBackend(server_url)
-    yield backend
-    backend.close()
-
-
-@pytest.fixture
-def chdb(chdb_path: str):
-    backend = ChdbBackend(chdb_path)
-    yield backend
-    backend.close()  # chDB holds one directory per process
-
-
-@pytest.fixture(params=["clickhouse", "chdb"])
-def backend(request: pytest.FixtureRequest):
-    return request.getfixturevalue("server" if request.param == "clickhouse" else "chdb")
+server_url, chdb_path, server, chdb, backend = seeded_archives(seed, "feedback")
 
 
 def unflagged() -> set[tuple[str, str]]:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
+from conftest import seeded_archives
 
 from producers.contract import (
     Action,
@@ -24,7 +25,6 @@ from producers.contract import (
     decode_event,
 )
 from storage import queries
-from storage.clickhouse import ChdbBackend, ServerBackend
 from storage.clickhouse.rows import event_row, finding_row, revocation_row
 
 pytestmark = pytest.mark.integration  # the ClickHouse 18.16 server
@@ -156,46 +156,8 @@ INCIDENT = Incident()
 DAY = (BASE, BASE + timedelta(days=1))
 
 
-@pytest.fixture(scope="module")
-def server_url(clickhouse_server) -> str:
-    backend = ServerBackend(clickhouse_server.url)
-    try:
-        archive_incident(backend)
-    finally:
-        backend.close()
-    return clickhouse_server.url
-
-
-@pytest.fixture(scope="module")
-def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    # A directory of its own: only this incident in it. chDB holds one directory per process,
-    # so every backend on it is closed before the next test opens one.
-    path = str(tmp_path_factory.mktemp("queries") / "archive")
-    backend = ChdbBackend(path)
-    try:
-        archive_incident(backend)
-    finally:
-        backend.close()
-    return path
-
-
-@pytest.fixture
-def server(server_url: str):
-    backend = ServerBackend(server_url)
-    yield backend
-    backend.close()
-
-
-@pytest.fixture
-def chdb(chdb_path: str):
-    backend = ChdbBackend(chdb_path)
-    yield backend
-    backend.close()
-
-
-@pytest.fixture(params=["clickhouse", "chdb"])
-def backend(request: pytest.FixtureRequest):
-    return request.getfixturevalue("server" if request.param == "clickhouse" else "chdb")
+# One incident per module, on both backends (a chDB directory of its own: only this incident).
+server_url, chdb_path, server, chdb, backend = seeded_archives(archive_incident, "queries")
 
 
 def ts(seconds: float) -> pd.Timestamp:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from conftest import seeded_archives
+from integration.conftest import seeded_archives
 
 from producers.contract import Action, Event, Finding, Revocation, Scope, Severity, decode_event
 from producers.errors import SessionwatchError

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
-from conftest import seeded_archives
+from integration.conftest import seeded_archives
 
 from producers.contract import (
     Action,

@@ -131,6 +131,7 @@ class SessionBehaviour(msgspec.Struct, kw_only=True, gc=False, array_like=True):
     pairs: tuple[str, ...] = ()         # distinct (address, client) pairs, most recent last
     pair: str | None = None             # the last event's pair (a digest)
     user_agent: str | None = None       # the last client (events without one keep it)
+    ip: str | None = None               # the last address
     previous_pair: str | None = None    # the pair before the last change
     switches: int = 0                   # changes of pair between consecutive events
     alternations: int = 0               # returns to the pair before the last change (A->B->A)
@@ -169,9 +170,13 @@ def observe(previous: SessionBehaviour | None, *, now: float, ip: str, user_agen
     if not user_agent and b.pair is not None:
         # No client on this event (the app's own `session.expired`): the client is unchanged.
         user_agent = b.user_agent
-    # Kept as a short digest: the model only counts and compares pairs (and a User-Agent is
-    # up to 1 KB, eight of them in every session's state).
-    pair = _digest(f"{ip}|{user_agent}") if user_agent else _digest(ip)
+    if b.pair is not None and ip == b.ip and user_agent == b.user_agent:
+        pair = b.pair  # most requests: the same address and client as the last one
+    else:
+        # Kept as a short digest: the model only counts and compares pairs (and a User-Agent
+        # is up to 1 KB, eight of them in every session's state).
+        pair = _digest(f"{ip}|{user_agent}") if user_agent else _digest(ip)
+        b.ip = ip
     # The session's end is the app speaking, not the client: never a change of pair.
     changed = b.pair is not None and pair != b.pair and event_type not in _ENDS
     if b.n:

@@ -167,3 +167,27 @@ def test_sighup_reloads_a_new_model_and_keeps_the_old_one_when_the_new_fails(
         assert worker.proc.poll() is None
     finally:
         worker.stop()
+
+
+def test_a_changed_model_json_is_reloaded_without_a_signal(broker, trained_model: Path,
+                                                          tmp_path: Path):
+    """The worker checks model.json every few seconds (streams/model_reload.py): replacing the
+    artefact is enough, no SIGHUP needed."""
+    model = tmp_path / "model"
+    shutil.copytree(trained_model, model)
+    worker = WorkerProcess(broker.bootstrap, tmp_path / "worker.log", app_id="reload-poll-it",
+                           partitions=2, data_dir=str(tmp_path / "state"), model=str(model))
+    try:
+        worker.wait_ready()
+        meta = json.loads((model / "model.json").read_text())
+        meta["version"] = "polled"
+        (model / "model.json").write_text(json.dumps(meta))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if "model reloaded: version polled" in Path(worker.log_path).read_text(errors="replace"):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"not reloaded:\n{worker.tail()}")
+    finally:
+        worker.stop()

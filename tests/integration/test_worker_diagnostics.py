@@ -25,3 +25,8 @@ def test_sigusr1_logs_partitions_clocks_and_counters_without_stopping(worker):
     assert "sessionwatch.events[" in report and "fetched_high_watermark=" in report
     assert "committed=" in report and "counters: received=" in report
     assert worker.proc.poll() is None
+
+
+def test_without_a_model_the_learned_score_is_off_and_says_so_once(worker):
+    log = worker_log(worker)
+    assert log.count("session.anomaly: off") == 1, log[-2000:]

@@ -114,10 +114,6 @@ def history_prefix(ip: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
 
 
-def is_sensitive(path: str | None, sensitive: tuple[str, ...] = SENSITIVE_PATHS) -> bool:
-    return bool(path) and path.startswith(sensitive)  # type: ignore[union-attr]
-
-
 # -- session behaviour (session stage) ------------------------------------------------------------
 
 class SessionBehaviour(msgspec.Struct, kw_only=True, gc=False, array_like=True):
@@ -266,13 +262,6 @@ def _edge(b: SessionBehaviour, attrs: Mapping[str, Any]) -> None:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def should_score(behaviour: SessionBehaviour) -> bool:
-    """Whether the event just observed changed something the model can see: a login, a new
-    (address, client) pair, or a sensitive first request after a change. Most activity repeats
-    the session's last address and client and is never scored."""
-    return behaviour.changed
 
 
 def behaviour_to_attr(b: SessionBehaviour) -> Any:

@@ -4,7 +4,7 @@ scikit-learn is built for batches: one `predict_proba` row of a 100-tree HistGra
 costs ~0.9 ms, and the stream hands the pipeline one event at a time. So the verified estimator
 (models/artefact.py) is exported once, at load, into flat lists that a loop walks in tens of
 microseconds, and only events that changed something the model can see are scored
-(models/features.py `should_score`). A test checks the export against `predict_proba`.
+(`SessionBehaviour.changed`, models/features.py). A test checks the export against `predict_proba`.
 
 Score direction is fixed: higher is more anomalous, in [0, 1]. `explain` names the features that
 pushed the score up (path attribution for trees, weight x deviation for the linear baseline), in

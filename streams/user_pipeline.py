@@ -46,7 +46,7 @@ from producers.contract import (
 )
 from streams.detectors import USER_DETECTORS, UserContext, UserDetector
 from streams.detectors.anomaly import Anomaly
-from streams.enrich import Enricher, Location, locate, network_prefix
+from streams.enrich import Enricher, Location, Network, locate, network_prefix
 from streams.policy import Detection, Policy
 from streams.routing import HEARTBEAT_S, REVOCATION_PREFIX, decode_forwarded, user_key
 from streams.state import remember
@@ -227,10 +227,10 @@ class UserPipeline:
                 if self.recorder is not None:
                     self.recorder(event, x)
                 if model is not None and tp.rule(detector.id).enabled:
-                    self._score(state, event, x, network.asn, decided_at, out)
+                    self._score(state, event, x, network, decided_at, out)
         state.profile = learn(state.profile, obs, at, behaviour)
 
-    def _score(self, state: UserState, event: Event, x: list[float], asn: str | None,
+    def _score(self, state: UserState, event: Event, x: list[float], network: Network,
                decided_at: datetime | None, out: UserOutcome) -> None:
         detector = self.anomaly
         assert detector is not None and event.session is not None
@@ -248,15 +248,15 @@ class UserPipeline:
         if _SEVERITY[override.value if override else quick] <= state.anomaly_reported.get(
                 event.session, 0):
             return
-        ctx = UserContext(event=event, network=self.enricher.network(event.ip), location=None,
-                          previous=None, state=state, features=x)
+        ctx = UserContext(event=event, network=network, location=None, previous=None, state=state,
+                          features=x)
         signal = detector.evaluate(ctx, params)
         if signal is None:
             return
         severity = (override or signal.severity).value
         state.note_anomaly(event.session, _SEVERITY[severity])
         detection = self.policy.detection(detector, signal, event, event.session, event.user)
-        self._decide(event, [detection], decided_at, asn, out)
+        self._decide(event, [detection], decided_at, network.asn, out)
 
     def _judge_login(self, state: UserState, login: LoginRecord, decided_at: datetime | None,
                      out: UserOutcome) -> None:

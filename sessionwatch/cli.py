@@ -168,6 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--chdb", dest="chdb_dir", help="embedded chDB directory instead")
     train.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
 
+    console = sub.add_parser("console", help="the operator console: live findings, sessions, "
+                                             "verdicts and revocations by hand, in a browser")
+    console.add_argument("--listen", dest="console_listen",
+                         help="host:port (SESSIONWATCH_CONSOLE_LISTEN; default 127.0.0.1:8080)")
+    console.add_argument("--accounts", dest="console_accounts",
+                         help="TOML file of accounts and password hashes "
+                              "(SESSIONWATCH_CONSOLE_ACCOUNTS)")
+    console.add_argument("--clickhouse", help="clickhouse://host:9000/sessionwatch "
+                                              "(SESSIONWATCH_CLICKHOUSE)")
+    console.add_argument("--chdb-dir", "--chdb", dest="chdb_dir",
+                         help="embedded chDB directory instead (the demo's: .sessionwatch/archive)")
+    console.add_argument("--bootstrap", help="Kafka host:port: the live feed, revocations by hand "
+                                             "and the console's own events (default: none; the "
+                                             "live feed then follows the archive)")
+    console.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    sub.add_parser("console-hash", help="read a password from stdin and print its argon2 hash "
+                                        "for the console's accounts file")
+
     report = sub.add_parser("model-report", help="verify an artefact and print its figures")
     report.add_argument("directory", type=Path, help="the artefact directory")
     report.add_argument("--json", action="store_true", help="the figures as JSON")
@@ -181,7 +199,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
              ("bootstrap", "partitions", "log_level", "app_id", "store", "data_dir", "allowed_lateness_s",
               "policy", "model", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
               "caep_issuer", "caep_port", "clickhouse", "chdb_dir", "archive_group",
-              "archive_retention_days", "archive_truncate_ip", "archive_tenant_retention")}
+              "archive_retention_days", "archive_truncate_ip", "archive_tenant_retention",
+              "console_listen", "console_accounts")}
     flags.update(extra)
     return Settings.load(os.environ, **flags)
 
@@ -328,7 +347,32 @@ def cmd_label(args: argparse.Namespace) -> int:
     return label_command(args, _settings(args), default_analyst=os.environ.get("USER", ""))
 
 
-COMMANDS = {"broker": cmd_broker, "worker": cmd_worker, "apply": cmd_apply,
+def cmd_console(args: argparse.Namespace) -> int:
+    from sessionwatch.console.serve import run_console
+
+    settings = _settings(args)
+    if not settings.clickhouse and not settings.chdb_dir:
+        from sessionwatch.demo import DEMO_ARCHIVE
+
+        if not DEMO_ARCHIVE.is_dir():
+            raise SessionwatchError("no archive: give --clickhouse URL or --chdb-dir DIR (run "
+                                    "`sessionwatch demo` first for the demo's archive)")
+        settings = settings.replace(chdb_dir=str(DEMO_ARCHIVE))
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    use_broker = args.bootstrap is not None or "SESSIONWATCH_BOOTSTRAP" in os.environ
+    return run_console(settings, use_broker=use_broker,
+                       hash_key=os.environ.get("SESSIONWATCH_HASH_KEY"))
+
+
+def cmd_console_hash(args: argparse.Namespace) -> int:
+    from sessionwatch.console.accounts import hash_command
+
+    return hash_command()
+
+
+COMMANDS = {"console": cmd_console, "console-hash": cmd_console_hash,
+            "broker": cmd_broker, "worker": cmd_worker, "apply": cmd_apply,
             "archive": cmd_archive,
             "caep-key": cmd_caep_key, "demo": cmd_demo,
             "simulate": cmd_simulate, "evaluate": cmd_evaluate,

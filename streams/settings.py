@@ -126,6 +126,18 @@ class Settings:
     # Privacy: archive addresses truncated to /24 (IPv4) and /48 (IPv6): 0 = off, 1 = on.
     archive_truncate_ip: int = 0
 
+    # -- the operator console (`sessionwatch console`) --
+    # host:port to serve on. Loopback by default: the console can end any user's session.
+    # Another address needs console_allow_remote = 1 and a TLS proxy in front (cookies go Secure).
+    console_listen: str = "127.0.0.1:8080"
+    console_allow_remote: int = 0
+    # TOML file of accounts with argon2 password hashes (`sessionwatch console-hash`).
+    console_accounts: str = ""
+    # Bearer token for automation (the responder role): at least 32 characters.
+    console_token: Secret = Secret()
+    # The tenant of the console's own session events (it emits them like any app).
+    console_tenant: str = "sessionwatch-console"
+
     def __post_init__(self) -> None:
         for host in self.bootstrap.split(","):
             _check_host_port("bootstrap", host.strip())
@@ -149,6 +161,7 @@ class Settings:
             )
         self._check_applier()
         self._check_archiver()
+        self._check_console()
         if self.model and not (Path(self.model) / "model.json").is_file():
             raise ConfigError(f"model: {self.model!r} has no model.json; give the directory "
                               "`sessionwatch train --out DIR` wrote, or leave it empty")
@@ -184,6 +197,18 @@ class Settings:
                                   "https URL receivers know this transmitter by")
         if not 0 <= self.caep_port <= 65535:
             raise ConfigError("caep_port: must be 0 (off) or a TCP port")
+
+    def _check_console(self) -> None:
+        _check_host_port("console_listen", self.console_listen)
+        if self.console_allow_remote not in (0, 1):
+            raise ConfigError("console_allow_remote: 0 (loopback only) or 1")
+        if self.console_token and len(self.console_token.reveal()) < 32:
+            raise ConfigError("console_token (SESSIONWATCH_CONSOLE_TOKEN): at least 32 characters; "
+                              "make one with `openssl rand -hex 32`")
+        if self.console_accounts and not Path(self.console_accounts).is_file():
+            raise ConfigError(f"console_accounts: no such file {self.console_accounts!r}; write "
+                              "one as README 'The console' shows, hashes from "
+                              "`sessionwatch console-hash`")
 
     def _check_archiver(self) -> None:
         if self.clickhouse and not self.clickhouse.startswith(("clickhouse://", "clickhouses://")):

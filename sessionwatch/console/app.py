@@ -1,0 +1,64 @@
+"""The console's Starlette app: pages, charts, API and sign-in behind one SecurityMiddleware,
+with the archive, the live feed and the acts it shares between requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from sessionwatch.console import api, pages
+from sessionwatch.console.actions import Actions, RevocationPublisher
+from sessionwatch.console.live import LiveFeed
+from sessionwatch.console.own_events import OwnEvents
+from sessionwatch.console.security import Authenticator, SecurityMiddleware, security_routes
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+
+
+@dataclass
+class ConsoleParts:
+    """What the app is built from (sessionwatch/console/serve.py builds these from settings)."""
+
+    archive: Any                      # a SharedArchive
+    auth: Authenticator
+    feed: LiveFeed
+    publisher: RevocationPublisher | None = None
+    own_events: OwnEvents | None = None
+    secure_cookies: bool = True
+    city_db: str = ""
+
+
+def create_app(parts: ConsoleParts) -> Starlette:
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    routes = [*security_routes(parts.auth, templates, parts.own_events), *pages.ROUTES,
+              *api.ROUTES, Mount("/static", StaticFiles(directory=str(STATIC)), name="static")]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.archive = parts.archive
+    app.state.feed = parts.feed
+    app.state.templates = templates
+    app.state.actions = Actions(parts.archive, parts.publisher)
+    app.state.city_db = parts.city_db
+    app.add_middleware(SecurityMiddleware, auth=parts.auth, secure_cookies=parts.secure_cookies,
+                       own_events=parts.own_events)
+    return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/") or getattr(request.state, "principal", None) is None:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    return request.app.state.templates.TemplateResponse(
+        request, "error.html", {"request": request, "principal": request.state.principal,
+                                "csrf": request.state.principal.csrf or "", "flash": "",
+                                "message": exc.detail}, status_code=exc.status_code)

@@ -1,0 +1,91 @@
+"""`sessionwatch console`: settings -> archive, accounts, live feed, publisher -> the app on
+uvicorn. Refuses to start open: no accounts and no token is an error, and an address other
+than loopback needs `console_allow_remote` (and then cookies are Secure: put TLS in front)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import secrets
+from typing import Any
+
+from producers.errors import ConfigError
+
+log = logging.getLogger("sessionwatch.console")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def build_parts(settings: Any, *, use_broker: bool, hash_key: str | None = None) -> Any:
+    """The app's parts from the settings; ConfigError naming the setting if one is wrong."""
+    from producers.client import SessionwatchClient
+    from producers.hashing import TokenHasher
+    from sessionwatch.archive import open_archive
+    from sessionwatch.console.accounts import load_accounts
+    from sessionwatch.console.actions import RevocationPublisher
+    from sessionwatch.console.app import ConsoleParts
+    from sessionwatch.console.archive import SharedArchive
+    from sessionwatch.console.live import LiveFeed, follow_archive, follow_broker
+    from sessionwatch.console.own_events import OwnEvents
+    from sessionwatch.console.security import Authenticator
+
+    host, _, _port = settings.console_listen.rpartition(":")
+    loopback = is_loopback(host)
+    if not loopback and not settings.console_allow_remote:
+        raise ConfigError(f"console_listen: {settings.console_listen!r} is not loopback; the console "
+                          "can end any user's session, so serving it beyond this machine needs "
+                          "SESSIONWATCH_CONSOLE_ALLOW_REMOTE=1 and a TLS proxy in front")
+    accounts = load_accounts(settings.console_accounts) if settings.console_accounts else {}
+    token = settings.console_token.reveal() or None
+    if not accounts and token is None:
+        raise ConfigError("console_accounts, console_token: nobody could sign in; give an accounts "
+                          "file (--accounts, SESSIONWATCH_CONSOLE_ACCOUNTS) or a token "
+                          "(SESSIONWATCH_CONSOLE_TOKEN)")
+    auth = Authenticator(accounts, token=token)
+    archive = SharedArchive(open_archive(settings))
+    archive.migrate()  # feedback and audit tables on an archive written before them
+    feed = LiveFeed()
+    publisher = own = None
+    if use_broker:
+        follow_broker(feed, settings.bootstrap)
+        publisher = RevocationPublisher(settings.bootstrap)
+        # The console's own sessions are events like any app's; a per-process key when none is
+        # given (its sessions live in memory, so nothing needs to match across restarts).
+        hasher = TokenHasher({"console": hash_key or secrets.token_hex(32)})
+        own = OwnEvents(SessionwatchClient(settings.bootstrap, hasher,
+                                           tenant=settings.console_tenant),
+                        tenant=settings.console_tenant)
+    else:
+        follow_archive(feed, archive)
+    return ConsoleParts(archive=archive, auth=auth, feed=feed, publisher=publisher, own_events=own,
+                        secure_cookies=not loopback, city_db=settings.city_db)
+
+
+def run_console(settings: Any, *, use_broker: bool, hash_key: str | None = None) -> int:
+    import uvicorn
+
+    from sessionwatch.console.app import create_app
+
+    parts = build_parts(settings, use_broker=use_broker, hash_key=hash_key)
+    host, _, port = settings.console_listen.rpartition(":")
+    log.info("console on http://%s:%s (archive %s, live feed from the %s, revocations by hand %s)",
+             host, port, parts.archive.name, parts.feed.source,
+             "on" if parts.publisher else "off: no --bootstrap")
+    try:
+        uvicorn.run(create_app(parts), host=host.strip("[]"), port=int(port),
+                    log_level=settings.log_level, access_log=False, server_header=False)
+    finally:
+        parts.feed.close()
+        if parts.publisher is not None:
+            parts.publisher.close()
+        if parts.own_events is not None:
+            parts.own_events.client.close()
+        parts.archive.close()
+    return 0

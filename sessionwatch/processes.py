@@ -109,3 +109,19 @@ class ArchiverProcess(_ServiceProcess):
     name = "archiver"
     command = "archive"
     ready_pattern = rb"archive: ready"
+
+
+class ConsoleProcess(ChildProcess):
+    """`sessionwatch console` on a loopback port (tests, the demo's hint)."""
+
+    name = "console"
+    ready_pattern = rb"Uvicorn running on"
+
+    def __init__(self, log_path: Path, *, listen: str, accounts: str, chdb_dir: str = "",
+                 clickhouse: str = "", bootstrap: str | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        args = ["console", "--listen", listen, "--accounts", accounts, "--log-level", "info"]
+        args += ["--chdb-dir", chdb_dir] if chdb_dir else ["--clickhouse", clickhouse]
+        if bootstrap:
+            args += ["--bootstrap", bootstrap]
+        super().__init__(args, dict(env or {}), log_path)

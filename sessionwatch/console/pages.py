@@ -192,6 +192,15 @@ def places_chart(request: Request) -> Response:
     return _png(plots.png(plots.plot_session_places(found)))
 
 
+def distance_chart(request: Request) -> Response:
+    from storage import places, plots, queries
+
+    tenant, session = _session(request)
+    timeline = queries.session_timeline(request.app.state.archive, tenant, session)
+    found = places.session_places(timeline, request.app.state.city_db or None)
+    return _png(plots.png(plots.plot_distance(found)))
+
+
 def detectors_chart(request: Request) -> Response:
     from storage import plots, queries
 
@@ -257,6 +266,7 @@ ROUTES = [
     Route("/audit", audit_page),
     Route("/charts/session/{tenant}/{ref}.png", session_chart),
     Route("/charts/places/{tenant}/{ref}.png", places_chart),
+    Route("/charts/distance/{tenant}/{ref}.png", distance_chart),
     Route("/charts/detectors.png", detectors_chart),
     Route("/act/verdict", act_verdict, methods=["POST"]),
     Route("/act/revoke", act_revoke, methods=["POST"]),

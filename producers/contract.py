@@ -78,6 +78,10 @@ class Action(str, Enum):
     REVOKE = "revoke"
     STEP_UP = "step_up"
     BLOCK = "block"
+    # Undoes a source block (scope `source` only): an admin's decision in the console; the
+    # policy never emits it. Added to revocation/1 additively: an applier older than it refuses
+    # the unknown action at decode and dead-letters the message, so nothing is half-applied.
+    LIFT = "lift"
 
 
 Str128 = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]

@@ -164,8 +164,9 @@ def build_set(
     """The SET claims announcing `revocation` to `audience`, or None if CAEP has no word for it.
 
     Only revokes of a session or of a user's sessions are session-revoked events. A step-up
-    keeps the session alive (CAEP 1.0 has no "re-authenticate" event), and a source block names
-    an address, not a session: sending either as session-revoked would log users out wrongly.
+    keeps the session alive (CAEP 1.0 has no "re-authenticate" event), and a source block (or
+    the lift of one) names an address, not a session: sending any of them as session-revoked
+    would log users out wrongly.
     Raises ValueError if the revocation lacks its subject (the sink dead-letters it).
     """
     if not is_session_revoked(revocation):
@@ -263,7 +264,7 @@ class CaepPushSink:
         if self._session is None:
             raise RuntimeError("CaepPushSink.deliver called before start(): the applier must start sinks")
         if not is_session_revoked(revocation):
-            return False  # step-ups and source blocks: nothing to tell a CAEP receiver
+            return False  # step-ups, source blocks and lifts: nothing to tell a CAEP receiver
         accepted = self._accepted_by(revocation.id)
         sent = False
         retryable: list[str] = []

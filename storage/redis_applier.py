@@ -11,6 +11,15 @@ redeliveries converge on the same value):
   session: default 12 h, the tenant's absolute lifetime).
 - user: the latest `not_before` wins; TTL `session_ttl_s` past it (older sessions are dead by then).
 - source: the latest `expires` wins; the key expires with the block.
+- lift (an admin undoing a source block, scope source only; session and user scopes refuse it):
+  deletes the block key unless the stored block was decided after the lift (`decided_at`: a
+  newer block wins over an older lift), and leaves a tombstone, `sessionwatch:lifted:source:
+  <tenant>:<source>` (the lift's JSON; the applier's own key, apps never read it), that
+  refuses any block decided at or before the lift: a redelivered old block does not come back.
+  The tombstone lives as long as the longer of the lifted block's remaining TTL and the lift's
+  own (`expires - decided_at`, or `session_ttl_s` without `expires`). A lift names the source
+  exactly as the block did ("203.0.113.0/24" lifts that key only). The prefix lengths set is
+  left alone: other blocks may use the same length, and an unused length costs one lookup.
 """
 
 from __future__ import annotations
@@ -18,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
 from producers.contract import Action, Revocation, Scope, encode
 from producers.revocation_keys import (
+    PREFIX,
     block_lengths_key,
     session_index_key,
     session_key,
@@ -31,6 +41,13 @@ from producers.revocation_keys import (
     user_index_key,
     user_key,
 )
+
+Wins = Callable[[dict[str, Any], dict[str, Any]], bool]
+
+
+def lifted_key(tenant: str, source: str) -> str:
+    """The tombstone a lift leaves (module docstring): the applier's own key, not public."""
+    return f"{PREFIX}:lifted:source:{tenant}:{source}"
 
 
 class RedisApplier:
@@ -50,6 +67,10 @@ class RedisApplier:
         The app's session records are deleted every time (idempotent), so a redelivery after a
         crash between the two writes still finishes the job.
         """
+        if revocation.action is Action.LIFT and revocation.scope is not Scope.SOURCE:
+            raise ValueError(f"revocation {revocation.id}: action lift undoes a source block; "
+                             f"it cannot apply to scope {revocation.scope.value} (end a revoke "
+                             "by letting it expire, or publish the lift with scope source)")
         value = encode(revocation)
         tenant = revocation.tenant
         if revocation.scope is Scope.SESSION and revocation.session is not None:
@@ -69,17 +90,59 @@ class RedisApplier:
                 self._delete_user_sessions(revocation)
             return changed
         if revocation.scope is Scope.SOURCE and revocation.source is not None:
-            if revocation.expires is None:
-                ttl = self.ttl(tenant)
-            else:
-                ttl = int(revocation.expires.timestamp() - revocation.decided_at.timestamp())
+            if revocation.action is Action.LIFT:
+                return self._lift(revocation, value)
+            ttl = self._source_ttl(revocation)
             if ttl <= 0:
                 return False  # the block is already over
+            tombstone = lifted_key(tenant, revocation.source)
+            lift = self.client.get(tombstone)
+            if lift is not None and _lift_stands(json.loads(value), json.loads(lift)):
+                return False  # lifted after it was decided: checked again in the transaction
             self._note_length(tenant, revocation.source, ttl)
             return self._cas(source_key(tenant, revocation.source), value, ttl,
-                             _later("expires"))
+                             _later("expires"), guard=tombstone)
         raise ValueError(f"revocation {revocation.id}: scope {revocation.scope.value} without "
                          "its subject field")
+
+    def _source_ttl(self, revocation: Revocation) -> int:
+        if revocation.expires is None:
+            return self.ttl(revocation.tenant)
+        return int(revocation.expires.timestamp() - revocation.decided_at.timestamp())
+
+    def _lift(self, lift: Revocation, value: bytes) -> bool:
+        """Delete the block unless it was decided after `lift`; leave the tombstone."""
+        import redis
+
+        assert lift.source is not None
+        key, tombstone = source_key(lift.tenant, lift.source), lifted_key(lift.tenant, lift.source)
+        lifted_at = lift.decided_at.timestamp()
+        while True:
+            with self.client.pipeline() as pipe:
+                try:
+                    pipe.watch(key, tombstone)
+                    block = pipe.get(key)
+                    if block is not None and _decided(block) > lifted_at:
+                        return False  # blocked again after this lift was decided: that stands
+                    old = pipe.get(tombstone)
+                    # This lift, or a later one, is already in place.
+                    keep = old is not None and _decided(old) >= lifted_at
+                    if block is None and keep:
+                        return False
+                    # pttl is -1 for a block without a TTL (another tool's): the lift's own TTL.
+                    remaining_ms = max(0, pipe.pttl(key)) if block is not None else 0
+                    ttl_ms = 0 if keep else max(remaining_ms, self._source_ttl(lift) * 1000)
+                    if block is None and ttl_ms <= 0:
+                        return False  # nothing blocked, and the lift is already over
+                    pipe.multi()
+                    if block is not None:
+                        pipe.delete(key)
+                    if ttl_ms > 0:
+                        pipe.set(tombstone, value, px=ttl_ms)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue  # a block or lift was written meanwhile: decide again
 
     def delete_store_records(self, tenant: str, sessions: list[str]) -> int:
         """Delete the app's session records the middleware indexed; returns how many."""
@@ -119,18 +182,25 @@ class RedisApplier:
         pipe.expire(key, ttl, nx=True)
         pipe.execute()
 
-    def _cas(self, key: str, value: bytes, ttl: int, wins: Any) -> bool:
+    def _cas(self, key: str, value: bytes, ttl: int, wins: Wins, guard: str | None = None) -> bool:
+        """Set `key` to `value` if it `wins` over what is there, and (with `guard`, a lift's
+        tombstone) unless a lift decided at or after it stands."""
         import redis
 
         while True:
             with self.client.pipeline() as pipe:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key, *(() if guard is None else (guard,)))
                     current = pipe.get(key)
                     if current == value:
                         return False
-                    if current is not None and not wins(json.loads(value), json.loads(current)):
+                    new = json.loads(value)
+                    if current is not None and not wins(new, json.loads(current)):
                         return False
+                    if guard is not None:
+                        lift = pipe.get(guard)
+                        if lift is not None and _lift_stands(new, json.loads(lift)):
+                            return False
                     pipe.multi()
                     pipe.set(key, value, ex=ttl)
                     pipe.execute()
@@ -145,7 +215,22 @@ def _session_wins(new: dict[str, Any], old: dict[str, Any]) -> bool:
                 and new.get("action") != Action.REVOKE.value)
 
 
-def _later(field: str) -> Any:
+def _lift_stands(block: dict[str, Any], lift: dict[str, Any]) -> bool:
+    # At the same instant the lift wins: the admin lifted what they saw.
+    return _time(block.get("decided_at")) <= _time(lift.get("decided_at"))
+
+
+def _decided(raw: bytes) -> float:
+    """`decided_at` of a stored value; a value another tool wrote has none, and an admin's
+    lift removes it (-inf: older than any lift)."""
+    try:
+        value = json.loads(raw)
+        return _time(value.get("decided_at")) if isinstance(value, dict) else float("-inf")
+    except (TypeError, ValueError):
+        return float("-inf")
+
+
+def _later(field: str) -> Wins:
     def wins(new: dict[str, Any], old: dict[str, Any]) -> bool:
         return _time(new.get(field)) > _time(old.get(field))
     return wins
@@ -177,12 +262,16 @@ class RedisSink:
     async def deliver(self, revocation: Revocation, raw: bytes) -> bool:
         import redis
 
-        from storage.sinks import RetryableError
+        from storage.sinks import RejectedError, RetryableError
 
         assert self.applier is not None, "start() first"
         try:
             # redis-py is blocking: a thread keeps the other sinks' loops running meanwhile.
             return await asyncio.to_thread(self.applier.apply, revocation)
+        except ValueError as exc:
+            # A revocation this applier can never apply (a lift of a session, no subject):
+            # dead-letter it; retrying would stall every later revocation behind it.
+            raise RejectedError(str(exc)) from None
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
                 redis.ReadOnlyError) as exc:
             raise RetryableError(f"redis {_safe_url(self.url)}: {exc}") from exc

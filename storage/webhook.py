@@ -1,7 +1,8 @@
 """The webhook sink: POST each revocation, HMAC-signed, to an admin's own systems.
 
 The body is the full revocation JSON, admin reasons included: the receiver is the admin's, not
-the end user's. Receivers verify with `producers.webhook_signature.verify` (the same code signs
+the end user's. Every action is sent, `lift` included (a receiver mirroring blocks, a WAF say,
+undoes its own). Receivers verify with `producers.webhook_signature.verify` (the same code signs
 here) and dedupe on `Sessionwatch-Revocation-Id`, since the applier delivers at least once.
 """
 

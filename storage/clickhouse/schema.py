@@ -157,7 +157,29 @@ FEEDBACK = Table(
     day_of="at",
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, FINDINGS, REVOCATIONS, FEEDBACK)}
+# What people did in the operator console (storage/audit.py): who, when, from where, to what.
+# `id` is sha256 of the entry's fields, so an entry written twice collapses. `detail` never holds
+# a password, token, cookie or note text. Not touched by the archive's retention.
+AUDIT = Table(
+    name="audit",
+    columns=(
+        ("id", Kind.STRING),
+        ("at", Kind.TIME),                # when it happened
+        ("time_ms", Kind.INT64),          # `at` in epoch ms
+        ("actor", Kind.STRING),           # the console account ('' before a sign-in names one)
+        ("role", Kind.LABEL),             # 'viewer' | 'responder' | '' (not signed in)
+        ("action", Kind.LABEL),           # sign_in, sign_in_failed, verdict, revoke_session, …
+        ("target", Kind.STRING),          # a revocation/finding/session/user/source id, or ''
+        ("tenant", Kind.LABEL),           # '' when the action concerns no tenant
+        ("result", Kind.LABEL),           # 'ok' | 'refused' | 'error'
+        ("detail", Kind.JSON),            # a JSON object of facts about the action
+        ("client", Kind.STRING),          # the admin's address ('' when unknown)
+    ),
+    order_by=("time_ms", "id"),
+    day_of="at",
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (EVENTS, FINDINGS, REVOCATIONS, FEEDBACK, AUDIT)}
 
 
 def table(name: str) -> Table:
@@ -191,10 +213,15 @@ def _create_feedback(caps: Capabilities) -> list[str]:
     return [FEEDBACK.create(caps)]
 
 
+def _create_audit(caps: Capabilities) -> list[str]:
+    return [AUDIT.create(caps)]
+
+
 # Append only: a version, once released, never changes (servers record what they applied).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "create_tables", _create_tables),
     Migration(2, "create_feedback", _create_feedback),
+    Migration(3, "create_audit", _create_audit),
 )
 
 

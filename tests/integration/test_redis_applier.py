@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,8 @@ from producers.revocation_keys import (
     user_index_key,
     user_key,
 )
-from storage.redis_applier import RedisApplier
+from storage.redis_applier import RedisApplier, RedisSink, lifted_key
+from storage.sinks import RejectedError
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -24,12 +26,13 @@ NOW = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 def rev(scope: Scope, action: Action = Action.REVOKE, *, id: str = "r1", session: str | None = None,
         user: str | None = None, source: str | None = None, not_before: datetime | None = None,
-        expires: datetime | None = None, tenant: str = "shop") -> Revocation:
+        expires: datetime | None = None, tenant: str = "shop",
+        decided_at: datetime = NOW) -> Revocation:
     return Revocation(
         id=id, tenant=tenant, scope=scope, session=session, user=user, source=source,
         action=action, not_before=not_before, expires=expires,
         reasons=[Reason(detector="session.ua_change", severity=Severity.HIGH, summary="x")],
-        event_time=NOW, decided_at=NOW, events=["e1"],
+        event_time=NOW, decided_at=decided_at, events=["e1"],
     )
 
 
@@ -135,3 +138,115 @@ def test_ttl_follows_the_tenants_session_lifetime(redis_server):
     applier.apply(rev(Scope.SESSION, session="ab12", tenant="shop"))
     assert 890 < redis_server.ttl(session_key("bank", "ab12")) <= 900
     assert 43_100 < redis_server.ttl(session_key("shop", "ab12")) <= 43_200
+
+
+# -- lifting a source block (an admin's decision from the console) ---------------------------------
+
+SOURCE = "203.0.113.0/24"
+
+
+def block(id: str = "b1", *, at: timedelta = timedelta(0), for_s: float = 900) -> Revocation:
+    return rev(Scope.SOURCE, Action.BLOCK, id=id, source=SOURCE, decided_at=NOW + at,
+               expires=NOW + at + timedelta(seconds=for_s))
+
+
+def lift(id: str = "l1", *, at: timedelta = timedelta(seconds=60),
+         expires: datetime | None = None) -> Revocation:
+    return rev(Scope.SOURCE, Action.LIFT, id=id, source=SOURCE, decided_at=NOW + at,
+               expires=expires)
+
+
+def stored(redis_server, key: str) -> str | None:
+    raw = redis_server.get(key)
+    return None if raw is None else json.loads(raw)["id"]
+
+
+def test_a_lift_unblocks_the_source_and_leaves_a_tombstone_as_long_as_the_block(applier,
+                                                                                redis_server):
+    applier.session_ttl_s = 600  # shorter than the block: the block's remaining TTL decides
+    assert applier.apply(block(for_s=3600)) is True
+    assert applier.apply(lift()) is True
+    assert redis_server.get(source_key("shop", SOURCE)) is None
+    assert stored(redis_server, lifted_key("shop", SOURCE)) == "l1"
+    assert 3590 < redis_server.ttl(lifted_key("shop", SOURCE)) <= 3600
+    # The prefix length stays registered (other blocks may use it); it costs one lookup.
+    assert redis_server.smembers(block_lengths_key("shop")) == {b"4/24"}
+
+
+def test_a_redelivered_older_block_does_not_come_back_after_the_lift(applier, redis_server):
+    applier.apply(block())
+    applier.apply(lift())
+    assert applier.apply(block()) is False
+    assert applier.apply(block("b0", at=timedelta(seconds=-300))) is False
+    assert applier.apply(block("b-same", at=timedelta(seconds=60))) is False  # a tie: lifted
+    assert redis_server.get(source_key("shop", SOURCE)) is None
+
+
+def test_a_lift_delivered_before_its_block_still_lifts_it(applier, redis_server):
+    assert applier.apply(lift()) is True  # nothing blocked yet: only the tombstone
+    assert applier.apply(block()) is False
+    assert redis_server.get(source_key("shop", SOURCE)) is None
+    assert 3590 < redis_server.ttl(lifted_key("shop", SOURCE)) <= 3600  # the session TTL
+
+
+def test_a_block_decided_after_the_lift_blocks_again(applier, redis_server):
+    applier.apply(block())
+    applier.apply(lift())
+    again = block("b2", at=timedelta(seconds=120))
+    assert applier.apply(again) is True
+    assert stored(redis_server, source_key("shop", SOURCE)) == "b2"
+    assert 890 < redis_server.ttl(source_key("shop", SOURCE)) <= 900
+    # The older lift, redelivered, does not undo the newer block.
+    assert applier.apply(lift()) is False
+    assert stored(redis_server, source_key("shop", SOURCE)) == "b2"
+    # A later lift does.
+    assert applier.apply(lift("l2", at=timedelta(seconds=180))) is True
+    assert redis_server.get(source_key("shop", SOURCE)) is None
+    assert stored(redis_server, lifted_key("shop", SOURCE)) == "l2"
+
+
+def test_lifting_twice_is_idempotent(applier, redis_server):
+    applier.apply(block())
+    assert applier.apply(lift()) is True
+    assert applier.apply(lift()) is False
+    older = lift("l0", at=timedelta(seconds=30))  # an older lift does not replace the newer one
+    assert applier.apply(older) is False
+    assert stored(redis_server, lifted_key("shop", SOURCE)) == "l1"
+
+
+def test_a_lift_with_expires_keeps_its_tombstone_that_long(applier, redis_server):
+    assert applier.apply(lift(expires=NOW + timedelta(seconds=60 + 7200))) is True
+    assert 7190 < redis_server.ttl(lifted_key("shop", SOURCE)) <= 7200
+    # Already over and nothing blocked: nothing to write.
+    assert applier.apply(lift("l9", at=timedelta(seconds=99), expires=NOW)) is False
+
+
+def test_a_lift_names_the_source_exactly_and_its_tenant(applier, redis_server):
+    applier.apply(block())
+    applier.apply(rev(Scope.SOURCE, Action.BLOCK, id="one", source="203.0.113.9",
+                      expires=NOW + timedelta(seconds=900)))
+    applier.apply(rev(Scope.SOURCE, Action.BLOCK, id="bank", source=SOURCE, tenant="bank",
+                      expires=NOW + timedelta(seconds=900)))
+    applier.apply(lift())
+    assert stored(redis_server, source_key("shop", "203.0.113.9")) == "one"
+    assert stored(redis_server, source_key("bank", SOURCE)) == "bank"
+
+
+def test_a_lift_of_a_session_or_user_is_refused_and_dead_lettered(applier, redis_server,
+                                                                  redis_service):
+    for scope, subject in ((Scope.SESSION, {"session": "ab12"}), (Scope.USER, {"user": "alice"})):
+        wrong = rev(scope, Action.LIFT, id=f"l-{scope.value}", **subject)
+        with pytest.raises(ValueError, match="action lift undoes a source block"):
+            applier.apply(wrong)
+    assert redis_server.keys("sessionwatch:*") == []
+
+    async def deliver() -> None:
+        sink = RedisSink(redis_service.url)
+        await sink.start()
+        try:
+            with pytest.raises(RejectedError, match="scope user"):
+                await sink.deliver(wrong, b"")
+        finally:
+            await sink.close()
+
+    asyncio.run(deliver())

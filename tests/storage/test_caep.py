@@ -238,6 +238,8 @@ def test_session_scope_without_session_is_rejected_not_widened(tmp_path):
     dict(action=Action.STEP_UP),
     dict(scope=Scope.SOURCE, session=None, user=None, source="167.99.10.10", action=Action.BLOCK),
     dict(scope=Scope.SOURCE, session=None, user=None, source="167.99.10.10"),
+    # Lifting a block ends no session: CAEP has no word for it either.
+    dict(scope=Scope.SOURCE, session=None, user=None, source="167.99.10.10", action=Action.LIFT),
 ])
 def test_step_up_and_source_block_post_nothing(tmp_path, overrides):
     signer = SetSigner(generate_key(tmp_path / "k.pem"))

@@ -99,6 +99,27 @@ def test_post_is_signed_and_verifies_on_the_receiver_side():
     assert not verify(SECRET, headers["Sessionwatch-Signature"], body, now=time.time() + 3600)
 
 
+def test_a_lift_is_delivered_as_it_is():
+    # Admins' systems that mirror blocks (a WAF) need the lift as much as the block.
+    lift = make_revocation(id="rev-lift", scope=Scope.SOURCE, session=None, user=None,
+                           source="203.0.113.0/24", action=Action.LIFT, events=[],
+                           reasons=[Reason(detector="console.manual", severity=Severity.LOW,
+                                           summary="lift by alice in the console")])
+
+    async def scenario() -> Receiver:
+        receiver = await Receiver().start()
+        try:
+            assert await deliver_to(receiver, lift) is True
+        finally:
+            await receiver.stop()
+        return receiver
+
+    [(headers, body, _)] = asyncio.run(scenario()).requests
+    assert headers["Sessionwatch-Revocation-Id"] == "rev-lift"
+    assert verify(SECRET, headers["Sessionwatch-Signature"], body)
+    assert decode_revocation(body) == lift and json.loads(body)["action"] == "lift"
+
+
 @pytest.mark.parametrize("status", [503, 500, 429, 408])
 def test_unavailable_receiver_is_retryable(status):
     async def scenario() -> None:

@@ -67,14 +67,18 @@ def read_events(backend: ArchiveBackend, since: datetime, until: datetime,
 
 
 def read_revocations(backend: ArchiveBackend, since: datetime, until: datetime,
-                     tenant: str | None = None) -> list[dict[str, Any]]:
+                     tenant: str | None = None, *,
+                     include_manual: bool = False) -> list[dict[str, Any]]:
     """The archived revocations with `since <= event time < until`, as plain dicts (id, tenant,
     scope, action, session, user, source, detectors, time_ms); absent subjects are None.
-    Ordered by (time_ms, tenant, id)."""
+    Ordered by (time_ms, tenant, id). Revocations an admin made by hand in the console
+    (detector `console.manual`) are left out unless asked for: a backtest compares what a
+    policy decides, and no policy reproduces a person's decision."""
     params = _range_params(since, until, tenant)
     columns = ", ".join(f"`{c}`" for c in REVOCATION_COLUMNS)
+    manual = "" if include_manual else " AND NOT has(detectors, 'console.manual')"
     frame = backend.query(
-        f"SELECT {columns} FROM {DB}.revocations FINAL WHERE {_where(tenant)} "
+        f"SELECT {columns} FROM {DB}.revocations FINAL WHERE {_where(tenant)}{manual} "
         f"ORDER BY time_ms, tenant, id", params)
     if frame.empty:
         return []

@@ -19,7 +19,12 @@ from sessionwatch.console import api, pages
 from sessionwatch.console.actions import Actions, RevocationPublisher
 from sessionwatch.console.live import LiveFeed
 from sessionwatch.console.own_events import OwnEvents
-from sessionwatch.console.security import Authenticator, SecurityMiddleware, security_routes
+from sessionwatch.console.security import (
+    SECURITY_HEADERS,
+    Authenticator,
+    SecurityMiddleware,
+    security_routes,
+)
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -43,7 +48,8 @@ def create_app(parts: ConsoleParts) -> Starlette:
     templates = Jinja2Templates(directory=str(TEMPLATES))
     routes = [*security_routes(parts.auth, templates, parts.own_events), *pages.ROUTES,
               *api.ROUTES, Mount("/static", StaticFiles(directory=str(STATIC)), name="static")]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error,
+                                                       Exception: _server_error})
     app.state.archive = parts.archive
     app.state.feed = parts.feed
     app.state.templates = templates
@@ -52,6 +58,12 @@ def create_app(parts: ConsoleParts) -> Starlette:
     app.add_middleware(SecurityMiddleware, auth=parts.auth, secure_cookies=parts.secure_cookies,
                        own_events=parts.own_events)
     return app
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    # Starlette answers a crash outside every middleware: the headers are set here instead.
+    return JSONResponse({"error": "internal error; the console's log says more"}, status_code=500,
+                        headers={**dict(SECURITY_HEADERS), "cache-control": "no-store"})
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,609 @@
+"""The console's security layer: sign-in, server-side sessions, CSRF, bearer tokens, headers.
+
+Everything but `/signin` and `/static/...` needs a principal: a session cookie (HttpOnly,
+SameSite=Strict, Secure off loopback, rotated on sign-in, idle 15 min / absolute 8 h) or
+`Authorization: Bearer $SESSIONWATCH_CONSOLE_TOKEN`. Unsafe methods on a cookie need the
+session's CSRF token; every response carries a strict CSP and friends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from producers.errors import ConfigError, SessionwatchError
+from sessionwatch.console.accounts import Account, Role, check_password
+
+if TYPE_CHECKING:
+    from starlette.templating import Jinja2Templates
+
+    from sessionwatch.console.own_events import OwnEvents
+
+log = logging.getLogger("sessionwatch.console.security")
+
+TOKEN_SETTING = "SESSIONWATCH_CONSOLE_TOKEN"
+MIN_TOKEN_CHARS = 32
+TOKEN_PRINCIPAL = "api-token"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("content-security-policy", CSP),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("x-frame-options", "DENY"),
+    ("cross-origin-opener-policy", "same-origin"),
+)
+SIGN_IN_FAILED = "Sign-in failed."
+_MAX_FORM_BYTES = 1024 * 1024  # console forms are a few fields; anything bigger is not ours
+_MAX_NAME_KEY = 256  # account names are at most this long; longer tries are one key
+_MAX_TRACKED_KEYS = 10_000  # names/addresses with recent failures: bounded under a spray
+_SWEEP_EVERY_S = 60.0
+
+
+class SignInRefused(SessionwatchError):
+    """`reason` "bad_credentials" (401) or "rate_limited" (429, `retry_after_s` > 0)."""
+
+    def __init__(self, reason: Literal["bad_credentials", "rate_limited"], retry_after_s: int = 0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking. `session_id` is the raw cookie value: pass it on, never log or render it."""
+
+    name: str
+    role: Role
+    via: Literal["session", "token"]
+    session_id: str | None = field(default=None, repr=False)
+    csrf: str | None = field(default=None, repr=False)
+
+    @property
+    def can_act(self) -> bool:
+        return self.role == "responder"
+
+
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A signed-in session: set `sid` as the cookie."""
+
+    sid: str = field(repr=False)
+    principal: Principal
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class EndedSession:
+    """A session an idle or absolute limit ended when its cookie came back."""
+
+    sid: str = field(repr=False)
+    name: str
+    reason: Literal["idle", "absolute"]
+
+
+@dataclass
+class _Record:
+    name: str
+    role: Role
+    csrf: str
+    created: float
+    last_seen: float
+
+
+class _FailureWindows:
+    """Sliding windows of failure times per key (a name, an address), bounded in keys."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._times: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, key: str, now: float) -> float:
+        """Seconds until `key` may try again; 0 when it may now."""
+        times = self._live(key, now)
+        if times is None or len(times) < self.limit:
+            return 0.0
+        # the attempt that must leave the window to bring the count under the limit
+        return times[len(times) - self.limit] + self.window_s - now
+
+    def add(self, key: str, now: float) -> None:
+        times = self._live(key, now)
+        if times is None:
+            times = self._times[key] = deque()
+            while len(self._times) > _MAX_TRACKED_KEYS:
+                self._times.popitem(last=False)
+        self._times.move_to_end(key)
+        times.append(now)
+
+    def discard(self, key: str, at: float) -> None:
+        times = self._times.get(key)
+        if times is not None and at in times:
+            times.remove(at)
+
+    def clear(self, key: str) -> None:
+        self._times.pop(key, None)
+
+    def _live(self, key: str, now: float) -> deque[float] | None:
+        times = self._times.get(key)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        return times
+
+
+class Authenticator:
+    """Accounts + bearer token in, principals out; sessions live in memory (a restart signs
+    everyone out). Thread-safe: `sign_in` is meant to run in a worker thread (argon2 is slow)."""
+
+    def __init__(
+        self,
+        accounts: Mapping[str, Account],
+        *,
+        token: str | None,
+        idle_s: float = 900,
+        absolute_s: float = 28800,
+        max_failures: int = 5,
+        failure_window_s: float = 900,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(
+                f"{TOKEN_SETTING}: {len(token)} characters is too short; use at least "
+                f"{MIN_TOKEN_CHARS} random characters (e.g. `openssl rand -hex 32`) or leave it unset"
+            )
+        if max_failures < 1:
+            raise ConfigError("console max_failures: must be at least 1")
+        self.accounts = dict(accounts)
+        self.idle_s, self.absolute_s = idle_s, absolute_s
+        self.clock = clock
+        self._token_digest = hashlib.sha256(token.encode()).digest() if token is not None else None
+        self._sessions: dict[str, _Record] = {}  # SHA-256(sid) -> record: no live cookie in memory
+        self._by_name = _FailureWindows(max_failures, failure_window_s)
+        self._by_client = _FailureWindows(max_failures, failure_window_s)
+        self._lock = threading.Lock()
+        self._next_sweep = clock() + _SWEEP_EVERY_S
+        self._signin_key = secrets.token_bytes(32)  # signs login-CSRF tokens; per process
+
+    # -- sign-in ---------------------------------------------------------------------------
+
+    def sign_in(self, name: str, password: str, client: str, *,
+                previous_sid: str | None = None) -> ConsoleSession:
+        """A new session for valid credentials, or SignInRefused. The sid the browser held before
+        (`previous_sid`) is ended either way on success: a session id is never kept across sign-in."""
+        now = self.clock()
+        key = name[:_MAX_NAME_KEY]
+        with self._lock:
+            wait = max(self._by_name.retry_after(key, now), self._by_client.retry_after(client, now))
+            if wait > 0:
+                log.warning("console sign-in refused (rate limited) for name %r from %s", name[:64], client)
+                raise SignInRefused("rate_limited", max(1, math.ceil(wait)))
+            # counted before the slow check, so parallel guesses cannot all pass the limit
+            self._by_name.add(key, now)
+            self._by_client.add(client, now)
+        account = check_password(self.accounts, name, password)
+        with self._lock:
+            if account is None:
+                log.warning("console sign-in failed (bad credentials) for name %r from %s",
+                            name[:64], client)
+                raise SignInRefused("bad_credentials")
+            self._by_name.clear(key)
+            self._by_client.discard(client, now)
+            if previous_sid:
+                self._sessions.pop(_key(previous_sid), None)
+            self._sweep(now)
+            sid = secrets.token_urlsafe(32)
+            record = _Record(account.name, account.role, secrets.token_urlsafe(32), now, now)
+            self._sessions[_key(sid)] = record
+        log.info("console sign-in: %r (%s) from %s", account.name, account.role, client)
+        return ConsoleSession(sid, self._principal(sid, record), now + self.absolute_s)
+
+    def sign_out(self, sid: str) -> Principal | None:
+        """End the session; returns whose it was (None if it was not live)."""
+        with self._lock:
+            record = self._sessions.pop(_key(sid), None)
+        return self._principal(sid, record) if record is not None else None
+
+    # -- per request -----------------------------------------------------------------------
+
+    def session(self, sid: str) -> Principal | None:
+        """The principal of a live session (and a refreshed idle timer), else None."""
+        found = self.resolve(sid)
+        return found if isinstance(found, Principal) else None
+
+    def resolve(self, sid: str) -> Principal | EndedSession | None:
+        """Like `session`, but says when a limit just ended the session (for `session.expired`)."""
+        now = self.clock()
+        key = _key(sid)
+        with self._lock:
+            record = self._sessions.get(key)
+            reason = self._expiry(record, now) if record is not None else None
+            if reason is not None:
+                del self._sessions[key]
+            elif record is not None:
+                record.last_seen = now
+            if now >= self._next_sweep:  # after the lookup, so this session's end is reported
+                self._sweep(now)
+        if record is None:
+            return None
+        if reason is not None:
+            return EndedSession(sid, record.name, reason)
+        return self._principal(sid, record)
+
+    def bearer(self, header: str | None) -> Principal | None:
+        """The token principal for `Authorization: Bearer <SESSIONWATCH_CONSOLE_TOKEN>`, else None."""
+        if self._token_digest is None or not header:
+            return None
+        scheme, _, credential = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        # digests of equal length: the comparison time says nothing about the token's length
+        presented = hashlib.sha256(credential.strip().encode()).digest()
+        if not hmac.compare_digest(presented, self._token_digest):
+            return None
+        return Principal(TOKEN_PRINCIPAL, "responder", "token")
+
+    # -- login CSRF (a signed double-submit token, before any session exists) ----------------
+
+    def new_signin_token(self) -> str:
+        nonce = secrets.token_urlsafe(24)
+        return f"{nonce}.{self._sign(nonce)}"
+
+    def signin_token_ok(self, cookie: str | None, submitted: str | None) -> bool:
+        if not cookie or not submitted or not hmac.compare_digest(cookie.encode(), submitted.encode()):
+            return False
+        nonce, _, signature = cookie.partition(".")
+        return hmac.compare_digest(signature.encode(), self._sign(nonce).encode())
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _sign(self, nonce: str) -> str:
+        return hmac.new(self._signin_key, nonce.encode(), hashlib.sha256).hexdigest()
+
+    def _expiry(self, record: _Record, now: float) -> Literal["idle", "absolute"] | None:
+        if now - record.created >= self.absolute_s:
+            return "absolute"
+        if now - record.last_seen >= self.idle_s:
+            return "idle"
+        return None
+
+    def _sweep(self, now: float) -> None:
+        """Drop sessions nobody came back to (called under the lock)."""
+        self._next_sweep = now + _SWEEP_EVERY_S
+        for key in [k for k, r in self._sessions.items() if self._expiry(r, now) is not None]:
+            del self._sessions[key]
+
+    @staticmethod
+    def _principal(sid: str, record: _Record) -> Principal:
+        return Principal(record.name, record.role, "session", session_id=sid, csrf=record.csrf)
+
+
+def _key(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+# -- helpers for routes and templates ------------------------------------------------------------
+
+def require_responder(request: HTTPConnection) -> Principal:
+    """The principal if it may act; HTTPException 403 for a viewer (or nobody)."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal) or not principal.can_act:
+        raise HTTPException(403, "This needs the responder role.")
+    return principal
+
+
+def mask_session(hash: str, principal: Principal | None) -> str:
+    """A session hash as this principal may see it: whole for responders, 8 characters for viewers."""
+    if principal is not None and principal.can_act:
+        return hash
+    return hash[:8] + "…" if len(hash) > 8 else hash
+
+
+_UNSAFE_NEXT = re.compile(r"[\x00-\x20\x7f\\]")
+
+
+def safe_next(value: str | None) -> str:
+    """`value` if it is a path on this site, else "/": never a redirect to somewhere else."""
+    if not value or not value.startswith("/") or value.startswith("//") or _UNSAFE_NEXT.search(value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return value
+
+
+@dataclass(frozen=True)
+class CookiePolicy:
+    """Cookie names and attributes: `__Host-` names and Secure unless the console is on loopback."""
+
+    secure: bool
+
+    @property
+    def session_name(self) -> str:
+        return "__Host-sessionwatch" if self.secure else "sessionwatch_console"
+
+    @property
+    def signin_name(self) -> str:
+        return "__Host-sessionwatch-signin" if self.secure else "sessionwatch_signin"
+
+    def header(self, name: str, value: str, max_age: int) -> str:
+        """A Set-Cookie value; `max_age` 0 deletes the cookie."""
+        parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Strict"]
+        if self.secure:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+
+def cookie_policy(request: HTTPConnection) -> CookiePolicy:
+    policy = request.scope.get("state", {}).get("cookie_policy")
+    if not isinstance(policy, CookiePolicy):
+        raise RuntimeError("the console's routes must run behind SecurityMiddleware")
+    return policy
+
+
+def client_address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "unknown"
+
+
+# -- the middleware --------------------------------------------------------------------------------
+
+class SecurityMiddleware:
+    """Pure ASGI (streams server-sent events untouched): authenticate, check CSRF, add headers."""
+
+    def __init__(self, app: ASGIApp, *, auth: Authenticator, secure_cookies: bool,
+                 own_events: OwnEvents | None = None) -> None:
+        self.app = app
+        self.auth = auth
+        self.cookies = CookiePolicy(secure_cookies)
+        self.own_events = own_events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        path: str = scope["path"]
+        static = path.startswith("/static/")
+        # assets need nobody: no lookup, so a stale cookie is not reported once per stylesheet
+        principal, stale = (None, False) if static else self._principal(conn)
+        scope = {**scope, "state": {**scope.get("state", {}), "principal": principal,
+                                    "cookie_policy": self.cookies}}
+        if scope["type"] == "websocket":
+            if principal is None:
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await self.app(scope, receive, send)
+            return
+        send = self._with_headers(send, static=static)
+        if path == "/signin" or static:
+            if scope["method"] == "POST":  # public: bound what an anonymous client can make us hold
+                body, complete = await _read_body(receive)
+                if not complete:
+                    await _error(path, 413, "Request too large.")(scope, receive, send)
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send)
+            return
+        if principal is None:
+            await self._refuse(conn, stale)(scope, receive, send)
+            return
+        if scope["method"] in UNSAFE_METHODS and principal.via == "session":
+            ok, receive = await self._csrf_ok(scope, receive, principal)
+            if not ok:
+                await _error(path, 403, "CSRF token missing or wrong: reload the page and try again, or "
+                             "send the X-CSRF-Token header")(scope, receive, send)
+                return
+        if self.own_events is not None and principal.session_id is not None:
+            self.own_events.activity(principal.session_id, user=principal.name, ip=client_address(conn),
+                                     user_agent=conn.headers.get("user-agent"))
+        await self.app(scope, receive, send)
+
+    def _principal(self, conn: HTTPConnection) -> tuple[Principal | None, bool]:
+        """The principal, and whether a cookie was presented that names no live session."""
+        header = conn.headers.get("authorization")
+        if header is not None:  # an explicit credential decides; a wrong one is not retried as a cookie
+            principal = self.auth.bearer(header)
+            if principal is None:
+                log.warning("console: bearer token refused from %s", client_address(conn))
+            return principal, False
+        sid = conn.cookies.get(self.cookies.session_name)
+        if not sid:
+            return None, False
+        found = self.auth.resolve(sid)
+        if isinstance(found, Principal):
+            return found, False
+        if self.own_events is not None:
+            ip, ua = client_address(conn), conn.headers.get("user-agent")
+            if isinstance(found, EndedSession):
+                self.own_events.expired(sid, user=found.name, ip=ip, user_agent=ua, reason=found.reason)
+            else:
+                self.own_events.token_rejected(sid, ip=ip, user_agent=ua)
+        return None, True
+
+    def _refuse(self, conn: HTTPConnection, stale: bool) -> Response:
+        path = conn.scope["path"]
+        response: Response
+        if _is_api(path):
+            response = JSONResponse({"error": "sign in, or send Authorization: Bearer <token>"},
+                                    status_code=401, headers={"www-authenticate": "Bearer"})
+        else:
+            target = path + ("?" + conn.url.query if conn.url.query else "")
+            response = RedirectResponse(f"/signin?next={quote(safe_next(target), safe='')}", 303)
+        if stale:
+            response.headers.append("set-cookie", self.cookies.header(self.cookies.session_name, "", 0))
+        return response
+
+    async def _csrf_ok(self, scope: Scope, receive: Receive, principal: Principal) -> tuple[bool, Receive]:
+        expected = principal.csrf or ""
+        header = HTTPConnection(scope).headers.get(CSRF_HEADER)
+        if header is not None:
+            return hmac.compare_digest(header.encode(), expected.encode()), receive
+        content_type = HTTPConnection(scope).headers.get("content-type", "")
+        if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            return False, receive
+        body, complete = await _read_body(receive)
+        if not complete:
+            return False, receive
+        replay = _replay(body, receive)
+        form = await Request(scope, replay).form()
+        submitted = form.get(CSRF_FIELD)
+        await form.close()
+        ok = isinstance(submitted, str) and hmac.compare_digest(submitted.encode(), expected.encode())
+        return ok, _replay(body, receive)
+
+    @staticmethod
+    def _with_headers(send: Send, *, static: bool) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                drop = {name for name, _ in SECURITY_HEADERS} | (set() if static else {"cache-control"})
+                headers = [(k, v) for k, v in message.get("headers", []) if k.decode().lower() not in drop]
+                headers.extend((k.encode(), v.encode()) for k, v in SECURITY_HEADERS)
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+        return wrapped
+
+
+def _is_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def _error(path: str, status: int, message: str) -> Response:
+    if _is_api(path):
+        return JSONResponse({"error": message}, status_code=status)
+    return PlainTextResponse(message, status_code=status)
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The whole request body, or (partial, False) past `_MAX_FORM_BYTES` or on a disconnect."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _MAX_FORM_BYTES:
+            return b"", False
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+# -- the sign-in routes ----------------------------------------------------------------------------
+
+def security_routes(auth: Authenticator, templates: Jinja2Templates,
+                    own_events: OwnEvents | None) -> list[Route]:
+    """`GET/POST /signin` and `POST /signout` (the middleware has checked its CSRF token)."""
+
+    def form(request: Request, status: int = 200, error: str | None = None, next_: str = "/",
+             headers: dict[str, str] | None = None) -> Response:
+        policy = cookie_policy(request)
+        held = request.cookies.get(policy.signin_name)
+        # keep a valid token the browser holds, so two open sign-in tabs both work
+        token = held if held and auth.signin_token_ok(held, held) else auth.new_signin_token()
+        response = templates.TemplateResponse(
+            request, "signin.html", {"csrf": token, "next": safe_next(next_), "error": error},
+            status_code=status, headers=headers)
+        response.headers.append("set-cookie", policy.header(policy.signin_name, token, 3600))
+        return response
+
+    async def signin_page(request: Request) -> Response:
+        return form(request, next_=request.query_params.get("next", "/"))
+
+    async def signin(request: Request) -> Response:
+        policy = cookie_policy(request)
+        data = await request.form()
+        name, password = str(data.get("name", "")), str(data.get("password", ""))
+        next_ = safe_next(str(data.get("next", "/")))
+        if not auth.signin_token_ok(request.cookies.get(policy.signin_name), str(data.get(CSRF_FIELD, ""))):
+            return form(request, 403, "The sign-in form expired. Please try again.", next_)
+        ip, ua = client_address(request), request.headers.get("user-agent")
+        previous = request.cookies.get(policy.session_name) or None
+        try:
+            session = await run_in_threadpool(auth.sign_in, name, password, ip, previous_sid=previous)
+        except SignInRefused as refused:
+            if own_events is not None:
+                own_events.sign_in_failed(user=name, ip=ip, user_agent=ua, reason=refused.reason)
+            if refused.reason == "rate_limited":
+                return form(request, 429, f"{SIGN_IN_FAILED} Too many attempts: try again in "
+                            f"{max(1, math.ceil(refused.retry_after_s / 60))} minute(s).", next_,
+                            headers={"retry-after": str(refused.retry_after_s)})
+            return form(request, 401, SIGN_IN_FAILED, next_)
+        if own_events is not None:
+            own_events.signed_in(session.sid, user=session.principal.name, ip=ip, user_agent=ua,
+                                 previous_sid=previous)
+        response = RedirectResponse(next_, 303)
+        response.headers.append("set-cookie", policy.header(policy.session_name, session.sid,
+                                                            int(auth.absolute_s)))
+        response.headers.append("set-cookie", policy.header(policy.signin_name, "", 0))
+        return response
+
+    async def signout(request: Request) -> Response:
+        policy = cookie_policy(request)
+        principal = getattr(request.state, "principal", None)
+        if isinstance(principal, Principal) and principal.session_id is not None:
+            ended = auth.sign_out(principal.session_id)
+            if ended is not None and own_events is not None:
+                own_events.signed_out(principal.session_id, user=ended.name, ip=client_address(request),
+                                      user_agent=request.headers.get("user-agent"))
+        response = RedirectResponse("/signin", 303)
+        response.headers.append("set-cookie", policy.header(policy.session_name, "", 0))
+        return response
+
+    return [
+        Route("/signin", signin_page, methods=["GET"], name="signin_page"),
+        Route("/signin", signin, methods=["POST"], name="signin"),
+        Route("/signout", signout, methods=["POST"], name="signout"),
+    ]
+
+
+__all__ = [
+    "CSP",
+    "Authenticator",
+    "ConsoleSession",
+    "CookiePolicy",
+    "EndedSession",
+    "Principal",
+    "SecurityMiddleware",
+    "SignInRefused",
+    "mask_session",
+    "require_responder",
+    "safe_next",
+    "security_routes",
+]

@@ -12,5 +12,5 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[pipeline]"
+"$VENV/bin/python" -m pip install --quiet -e ".[pipeline,console]"
 exec "$VENV/bin/sessionwatch" demo "$@"

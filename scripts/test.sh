@@ -44,6 +44,19 @@ if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse
     fi
 fi
 
+# Debian's chromium for the console's browser tests: Playwright (a dev dependency) drives it;
+# Playwright's own browser downloads are never used (no network beyond the package registries).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+            || { apt-get update -qq \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+    else
+        echo "chromium is missing: sudo apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+
 # Fail early, with a clear message, if the embedded broker binary is missing.
 "$VENV/bin/python" -c "from sessionwatch.broker import find_tansu; print('broker:', find_tansu())"
 

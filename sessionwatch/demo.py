@@ -197,6 +197,7 @@ def run_demo(users: int = 300, seed: int = 7, bootstrap: str | None = None,
                                             [EVENTS_TOPIC, FINDINGS_TOPIC, REVOCATIONS_TOPIC])
             archiver.stop()  # chDB's directory is one process's at a time: let go of it
         console.print(_archive_summary(archive_dir, archived))
+        console.print(_console_hint(archive_dir))
         console.print(f"done in {time.monotonic() - started:.1f}s. Topics: {EVENTS_TOPIC}, "
                       f"{FINDINGS_TOPIC}, {REVOCATIONS_TOPIC}; worker log: {workdir / 'worker.log'}")
         return 0
@@ -227,6 +228,26 @@ def _archive_summary(archive_dir: Path, caught_up: bool) -> str:
             f"{counts['findings']} findings, {counts['revocations']} revocations in all runs. "
             f"Explore: notebooks/investigate_session.ipynb (SESSIONWATCH_CHDB_DIR={archive_dir}), "
             f"or `sessionwatch replay --chdb {archive_dir} --backtest --policy FILE --from … --to …`")
+
+
+def _console_hint(archive_dir: Path) -> str:
+    """A responder account for the demo's console (a fresh password each run, stored only as its
+    argon2 hash), and the command that serves the console on the demo's archive."""
+    try:
+        from sessionwatch.console.accounts import hash_password
+    except ImportError:  # installed without the console extra
+        return ("Console: pip install -e '.[console]', then `sessionwatch console --chdb-dir "
+                f"{archive_dir} --accounts FILE` (README 'The console')")
+    accounts = archive_dir.parent / "console-accounts.toml"
+    password = secrets.token_urlsafe(12)
+    accounts.write_text(f'# Written by `sessionwatch demo`: a local demo account, replaced on '
+                        f'every run.\n[[account]]\nname = "demo"\nrole = "responder"\n'
+                        f'password_hash = "{hash_password(password)}"\n', encoding="utf-8")
+    accounts.chmod(0o600)
+    return (f"Console: [bold]sessionwatch console --chdb-dir {archive_dir} --accounts {accounts}"
+            f"[/], then open http://127.0.0.1:8080 and sign in as [bold]demo[/] / "
+            f"[bold]{password}[/] (this run's password; make real accounts with "
+            "`sessionwatch console-hash`, README 'The console')")
 
 
 def _send_with_truth(client: SessionwatchClient, plan: Plan, progress: object, task: object,

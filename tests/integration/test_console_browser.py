@@ -22,7 +22,7 @@ import pytest
 from integration.conftest import read_until
 from integration.test_queries import ACME, archive_incident
 
-from producers.contract import REVOCATIONS_TOPIC
+from producers.contract import EVENTS_TOPIC, REVOCATIONS_TOPIC
 from sessionwatch.broker import EmbeddedBroker, free_port
 from sessionwatch.console.accounts import hash_password
 from sessionwatch.processes import ConsoleProcess
@@ -192,6 +192,28 @@ def test_analyst_follows_a_revocation_confirms_it_and_revokes_by_hand(
     until(page, CHARTS)
     shot(page, screenshots, "detectors")
     assert page.errors == [], f"browser console errors (a CSP violation?): {page.errors}"
+
+
+def test_the_console_emits_its_own_session_events_without_the_cookie(
+        console: str, browser: object, broker: EmbeddedBroker, screenshots: Path) -> None:
+    context = browser.new_context()  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.goto(f"{console}/signin")
+    shot(page, screenshots, "signin")
+    context.close()
+    page = sign_in(browser, console, RESPONDER)
+    cookie = next(c["value"] for c in page.context.cookies() if c["name"].startswith(
+        ("sessionwatch", "__Host-sessionwatch")) and "signin" not in c["name"])
+
+    def signed_in(records: list[tuple[str, dict]]) -> bool:
+        return any(r.get("tenant") == "sessionwatch-console" and r.get("user") == RESPONDER[0]
+                   and r.get("type") == "session.authenticated" for _, r in records)
+
+    records = read_until(broker.bootstrap, [EVENTS_TOPIC], signed_in)
+    assert signed_in(records), "the console's sign-in never reached sessionwatch.events"
+    ours = [r for _, r in records if r.get("tenant") == "sessionwatch-console"]
+    assert {"session.created", "session.authenticated"} <= {r["type"] for r in ours}
+    assert cookie not in repr(ours), "a raw console cookie reached the events topic"
 
 
 def test_live_view_pushes_a_new_revocation_without_a_reload(

@@ -10,7 +10,7 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /tmp/src
 COPY . .
 # A regular (not editable) install: the source tree is not needed at run time.
-RUN pip install ".[pipeline]" \
+RUN pip install ".[pipeline,console]" \
     && cd / && rm -rf /tmp/src
 
 # Non-root. The data dir exists and is owned by the user before a named volume is mounted there,

@@ -4,7 +4,8 @@ notebook (notebooks/model_report.ipynb) and `sessionwatch model-report`.
 An artefact directory `sessionwatch train` wrote holds model.json (figures, thresholds, splits)
 and holdout.csv.gz (each held-out event's label and every model's score). `load_report` verifies
 the artefact the way the worker does before reading either. Tables are plain pandas; matplotlib is
-imported only inside the `plot_*` functions, so a command that prints tables never needs it.
+imported only inside the `plot_*` functions, so a command that prints tables never needs it. The
+figures share storage/plots.py's palette and figure helpers (no pyplot: `plots.show` or `plots.png`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from models.artefact import META_FILE, ModelError
 from models.features import FEATURE_WORDS
 from models.load import load_model
 from models.train import HIGH_FPR, MEDIUM_FPR, session_scores
+from storage.plots import KIND_COLORS, PALETTE, SEVERITY_COLORS
+from storage.plots import axes as _shared_axes
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,8 +42,8 @@ MODEL_NAMES = {
     "rules": "rules alone",
 }
 # One colour per model in every figure, so the legends can be read across them.
-COLORS = {"supervised": "tab:blue", "baseline": "tab:orange", "isolation": "tab:green",
-          "rules": "tab:gray"}
+COLORS = {"supervised": PALETTE[0], "baseline": PALETTE[1], "isolation": PALETTE[2],
+          "rules": PALETTE[7]}
 _TEXT_COLUMNS = ("event_id", "tenant", "session", "user", "cls")
 _SCORE_COLUMNS = tuple(f"score_{m}" for m in MODELS)
 HOLDOUT_COLUMNS = ("event_id", "tenant", "session", "user", "at", "label", "cls", *_SCORE_COLUMNS)
@@ -216,12 +219,7 @@ def thresholds(report: Report, model: str = "supervised") -> dict[str, float]:
 # -- figures (matplotlib imported here only) ------------------------------------------------------
 
 def _axes(ax: Axes | None, size: tuple[float, float]) -> Axes:
-    if ax is not None:
-        return ax
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=size, layout="constrained")
-    return ax
+    return _shared_axes(ax, size)
 
 
 def _ev(report: Report, model: str) -> dict[str, Any]:
@@ -328,7 +326,7 @@ def plot_scores(report: Report, ax: Axes | None = None, model: str = "supervised
     # Every model's score is in [0, 1] (the isolation forest's is -score_samples): one scale.
     low, high = min(0.0, float(sessions["score"].min())), max(1.0, float(sessions["score"].max()))
     edges = [float(e) for e in np.linspace(low, high, bins + 1)]
-    for group, color in (("benign", "tab:blue"), ("attacked", "tab:red")):
+    for group, color in (("benign", KIND_COLORS["event"]), ("attacked", SEVERITY_COLORS["high"])):
         scores = sessions.loc[sessions["group"] == group, "score"]
         above = int((scores >= th["high"]).sum())
         ax.hist(scores, bins=edges, alpha=0.6, color=color, log=True,

@@ -10,17 +10,22 @@
 #   model_report.ipynb         SESSIONWATCH_MODEL: an artefact directory `sessionwatch train
 #                              --out DIR` wrote (default: model/ at the root of the checkout), e.g.
 #                              .venv/bin/sessionwatch train --out model
-#   investigate_session.ipynb  SESSIONWATCH_CLICKHOUSE (clickhouse://host:9000/sessionwatch, with
+#   investigate_session.ipynb, fleet_overview.ipynb, tune_policy.ipynb (every notebook whose
+#                              metadata says "needs": "archive", the default)
+#                              SESSIONWATCH_CLICKHOUSE (clickhouse://host:9000/sessionwatch, with
 #                              SESSIONWATCH_CLICKHOUSE_USER / _PASSWORD) or SESSIONWATCH_CHDB_DIR (a
 #                              chDB directory; default .sessionwatch/archive, where the demo writes).
-#                              Stop the demo's archiver first: chDB opens a directory in one process.
+#                              Stop the demo's archiver first: chDB opens a directory in one process;
+#                              the notebooks run one after the other, each closing it at its end.
+#                              tune_policy.ipynb also reads SESSIONWATCH_POLICY (a policy file for its
+#                              what-if; default examples/policy.yaml).
 #
 # Also: SESSIONWATCH_VENV (default .venv), OUT (default build/notebooks), TIMEOUT (seconds per
 # cell, default 300). A notebook whose input is missing is skipped with the reason; the script
 # exits 1 if any notebook was skipped or failed. The HTML holds the data the notebooks showed
 # (someone's archive): build/ is git-ignored, keep it that way.
 #
-# Needs nbconvert (>= 7), which the dev extras do not bring: `.venv/bin/pip install 'nbconvert>=7'`.
+# Needs nbconvert (>= 7): in the dev extras (`pip install -e ".[dev]"`).
 set -uo pipefail
 CALLER_DIR=$PWD
 cd "$(dirname "$0")/.."
@@ -50,6 +55,9 @@ absolute() {  # a path the user gave, relative to where they ran the script
 }
 if [ -n "${SESSIONWATCH_MODEL:-}" ]; then
     SESSIONWATCH_MODEL=$(absolute "$SESSIONWATCH_MODEL"); export SESSIONWATCH_MODEL
+fi
+if [ -n "${SESSIONWATCH_POLICY:-}" ]; then
+    SESSIONWATCH_POLICY=$(absolute "$SESSIONWATCH_POLICY"); export SESSIONWATCH_POLICY
 fi
 if [ -n "${SESSIONWATCH_CHDB_DIR:-}" ]; then
     SESSIONWATCH_CHDB_DIR=$(absolute "$SESSIONWATCH_CHDB_DIR"); export SESSIONWATCH_CHDB_DIR

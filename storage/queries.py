@@ -162,7 +162,13 @@ def detector_stats(backend: ArchiveBackend, since: datetime, until: datetime,
         f"SELECT intDiv(time_ms, %(step)s) * %(step)s AS bucket_ms, detector, "
         f"count() AS revocations FROM {DB}.revocations FINAL ARRAY JOIN detectors AS detector "
         f"WHERE {where} GROUP BY bucket_ms, detector", params)
-    stats = findings.merge(revs, on=["bucket_ms", "detector"], how="outer")
+    if findings.empty or revs.empty:  # pandas cannot merge an empty Arrow column with another
+        stats = (findings if revs.empty else revs).copy()
+        for col in ("low", "medium", "high", "critical", "findings", "sessions", "revocations"):
+            if col not in stats:
+                stats[col] = pd.Series(0, index=stats.index, dtype="int64")
+    else:
+        stats = findings.merge(revs, on=["bucket_ms", "detector"], how="outer")
     counts = ["low", "medium", "high", "critical", "findings", "sessions", "revocations"]
     stats[counts] = stats[counts].fillna(0).astype("int64")
     stats = stats.sort_values(["bucket_ms", "detector"]).reset_index(drop=True)

@@ -1,4 +1,5 @@
-"""storage/fleet.py on the incident of tests/integration/test_queries.py (chDB), with verdicts:
+"""storage/fleet.py on the incident of tests/integration/test_queries.py (ClickHouse 18.16 and
+chDB), with verdicts:
 alice's revoked laptop session confirmed, her phone's step-up and new-device finding dismissed."""
 
 from __future__ import annotations
@@ -7,38 +8,30 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
+from integration.conftest import seeded_archives
 from integration.test_queries import ACME, BASE, GLOBEX, archive_incident
 
 from storage import fleet
-from storage.clickhouse import ChdbBackend
 from storage.feedback import record_verdict
+
+pytestmark = pytest.mark.integration
 
 DAY = (BASE, BASE + timedelta(days=1))
 EIGHT, NINE = pd.Timestamp(BASE), pd.Timestamp(BASE + timedelta(hours=1))
 
 
-@pytest.fixture(scope="module")
-def archive_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = str(tmp_path_factory.mktemp("fleet") / "archive")
-    backend = ChdbBackend(path)
-    try:
-        incident = archive_incident(backend)
-        at = BASE + timedelta(hours=2)
-        record_verdict(backend, incident.revoke.id, "confirmed", "ann", at=at)
-        record_verdict(backend, incident.step_up.id, "confirmed", "ann", at=at)
-        # Changed her mind a minute later: the latest verdict counts.
-        record_verdict(backend, incident.step_up.id, "dismissed", "ann", at=at + timedelta(minutes=1))
-        record_verdict(backend, "f-session.new_device-acme-e04", "dismissed", "ann", at=at)
-    finally:
-        backend.close()
-    return path
+def seed(backend) -> None:
+    incident = archive_incident(backend)
+    at = BASE + timedelta(hours=2)
+    record_verdict(backend, incident.revoke.id, "confirmed", "ann", at=at)
+    record_verdict(backend, incident.step_up.id, "confirmed", "ann", at=at)
+    # Changed her mind a minute later: the latest verdict counts.
+    record_verdict(backend, incident.step_up.id, "dismissed", "ann", at=at + timedelta(minutes=1))
+    record_verdict(backend, "f-session.new_device-acme-e04", "dismissed", "ann", at=at)
 
 
-@pytest.fixture
-def backend(archive_path: str):
-    b = ChdbBackend(archive_path)
-    yield b
-    b.close()
+# Both backends, Debian's ClickHouse 18.16 and chDB: the same answers from either.
+server_url, chdb_path, server, chdb, backend = seeded_archives(seed, "fleet")
 
 
 def test_activity_per_hour_counts_events_findings_and_revocations(backend) -> None:

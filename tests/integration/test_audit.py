@@ -212,8 +212,9 @@ def test_manual_revocations_archive_and_read_back_without_events(backend) -> Non
     verdict = feedback.record_verdict(backend, lift.id, "dismissed", "ben", at=AT)
     assert (verdict.session, verdict.user) == (None, None)
 
-    # The backtest reads them too: storage.manual.is_manual tells them apart.
-    archived = read_revocations(backend, AT, AT + timedelta(minutes=1), tenant)
+    # A backtest leaves them out (no policy reproduces a person's decision); asked, it reads them.
+    assert read_revocations(backend, AT, AT + timedelta(minutes=1), tenant) == []
+    archived = read_revocations(backend, AT, AT + timedelta(minutes=1), tenant, include_manual=True)
     assert [(r["id"], r["detectors"]) for r in archived] == [
         (r.id, ["console.manual"]) for r in made]
 

@@ -15,15 +15,21 @@ from starlette.routing import Route
 
 from sessionwatch.console import views
 from sessionwatch.console.actions import ActionError
-from sessionwatch.console.masking import masked
+from sessionwatch.console.masking import masked, masked_audit
 from sessionwatch.console.openapi import openapi
 from sessionwatch.console.pages import actor
 from sessionwatch.console.security import require_responder
 from storage import audit, feedback, recent
 
+MAX_BODY = 64 * 1024
+
 
 class BadRequest(ValueError):
     """A parameter the API refuses (422)."""
+
+
+class TooLarge(BadRequest):
+    """A body over MAX_BODY (413)."""
 
 
 def _json(request: Request, data: Any, status: int = 200) -> Response:
@@ -59,6 +65,8 @@ def _handled(handler: Any) -> Any:
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
+        except TooLarge as exc:
+            return _error(413, str(exc))
         except BadRequest as exc:
             return _error(422, str(exc))
         except views.NotFound as exc:
@@ -75,8 +83,13 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise TooLarge(f"the body is over {MAX_BODY // 1024} KiB; these calls take a few fields")
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(raw or b"{}")
     except ValueError:
         raise BadRequest("the body is not JSON") from None
     if not isinstance(body, dict):
@@ -189,7 +202,7 @@ async def get_feedback(request: Request) -> Response:
 async def get_audit(request: Request) -> Response:
     """The console's audit log, newest first: who did what, when, from where."""
     found = await _run(audit.audit_log, request.app.state.archive, limit=_limit(request, 200))
-    return _json(request, views.records(found))
+    return _json(request, masked_audit(views.records(found), request.state.principal))
 
 
 async def get_openapi(request: Request) -> Response:

@@ -25,6 +25,7 @@ from sessionwatch.console.security import (
     SecurityMiddleware,
     security_routes,
 )
+from storage import audit
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -46,12 +47,18 @@ class ConsoleParts:
 
 def create_app(parts: ConsoleParts) -> Starlette:
     templates = Jinja2Templates(directory=str(TEMPLATES))
-    routes = [*security_routes(parts.auth, templates, parts.own_events), *pages.ROUTES,
+    def audit_sign_in(action: str, actor: str, role: str, client: str, result: str) -> None:
+        audit.record_action(parts.archive, actor=actor, role=role, action=action, client=client,
+                            result=result)
+
+    routes = [*security_routes(parts.auth, templates, parts.own_events, audit_sign_in),
+              *pages.ROUTES,
               *api.ROUTES, Mount("/static", StaticFiles(directory=str(STATIC)), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error,
                                                        Exception: _server_error})
     app.state.archive = parts.archive
     app.state.feed = parts.feed
+    app.state.auth = parts.auth
     app.state.templates = templates
     app.state.actions = Actions(parts.archive, parts.publisher)
     app.state.city_db = parts.city_db

@@ -31,3 +31,15 @@ def _walk(data: Any, is_session: bool) -> Any:
     if is_session and isinstance(data, str):
         return mask(data)
     return data
+
+
+# Audit actions whose target is a session hash.
+SESSION_TARGETS = frozenset({"revoke_session"})
+
+
+def masked_audit(rows: list[dict[str, Any]], principal: Any) -> list[dict[str, Any]]:
+    """Audit rows with session-hash targets shortened for viewers (the audit page does the same)."""
+    if getattr(principal, "role", None) == "responder":
+        return rows
+    return [dict(r, target=mask(r["target"])) if r.get("action") in SESSION_TARGETS else r
+            for r in rows]

@@ -47,9 +47,12 @@ class OwnEvents:
         self._emit(self.client.expired, session_token=sid, user=user, ip=ip, user_agent=user_agent,
                    attrs={"reason": reason})
 
-    def sign_in_failed(self, *, user: str, ip: str, user_agent: str | None, reason: str) -> None:
-        """`reason` is "bad_credentials" or "rate_limited"; `user` is the name that was tried."""
-        self._emit(self.client.auth_failed, user=user[:256] or None, ip=ip, user_agent=user_agent,
+    def sign_in_failed(self, *, user: str | None, ip: str, user_agent: str | None,
+                       reason: str) -> None:
+        """`reason` is "bad_credentials" or "rate_limited"; `user` is the account that was tried,
+        None when the name is no account (it may be a password typed in the wrong field)."""
+        self._emit(self.client.auth_failed, user=(user or "")[:256] or None, ip=ip,
+                   user_agent=user_agent,
                    attrs={"reason": reason})
 
     def token_rejected(self, sid: str, *, ip: str, user_agent: str | None) -> None:

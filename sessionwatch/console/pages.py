@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from sessionwatch.console import views
 from sessionwatch.console.actions import ActionError, Actor
 from sessionwatch.console.live import finding_item, matches, revocation_item
-from sessionwatch.console.security import require_responder
+from sessionwatch.console.security import require_responder, safe_next
 from storage import audit, recent
 
 FILTERS = ("tenant", "detector", "severity", "action")
@@ -30,7 +31,7 @@ STREAM_S = 300.0  # a stream ends after this; EventSource reconnects (through th
 def _ctx(request: Request, **extra: Any) -> dict[str, Any]:
     principal = request.state.principal
     return {"request": request, "principal": principal, "csrf": principal.csrf or "",
-            "flash": request.query_params.get("done", ""), **extra}
+            "flash": flash(request), **extra}
 
 
 def render(request: Request, template: str, status: int = 200, **extra: Any) -> Response:
@@ -71,9 +72,10 @@ def live(request: Request) -> Response:
 
 async def live_stream(request: Request) -> Response:
     """Server-sent events: each new item as `event: item` with its JSON, a comment every 15 s."""
-    feed = request.app.state.feed
+    feed, auth = request.app.state.feed, request.app.state.auth
     filters = _filters(request)
-    mask = request.state.principal.role != "responder"
+    principal = request.state.principal
+    mask = principal.role != "responder"
     try:
         last = int(request.headers.get("last-event-id") or request.query_params.get("after", ""))
     except ValueError:
@@ -86,6 +88,9 @@ async def live_stream(request: Request) -> Response:
         yield "retry: 2000\n\n"
         while asyncio.get_running_loop().time() - started < STREAM_S and not feed.stop.is_set():
             if await request.is_disconnected():
+                return
+            # Signed out or timed out since the stream opened: stop (the reconnect is refused).
+            if principal.session_id is not None and not auth.alive(principal.session_id):
                 return
             sent = False
             for seq, item in feed.since(last):
@@ -212,11 +217,28 @@ def detectors_chart(request: Request) -> Response:
 
 # -- acts -----------------------------------------------------------------------------------------
 
-def _back(request: Request, path: str, done: str) -> Response:
-    if not path.startswith("/") or path.startswith("//"):
-        path = "/live"
-    sep = "&" if "?" in path else "?"
-    return RedirectResponse(f"{path}{sep}done={quote(done)}", status_code=303)
+# What a page says after an act: a fixed text per code, never text from the URL (a link could
+# otherwise make the console tell an operator anything).
+DONE = {"verdict-confirmed": "verdict recorded: confirmed compromised",
+        "verdict-dismissed": "verdict recorded: dismissed (a false alarm)",
+        "revoke-session": "revocation of the session published: {id}",
+        "revoke-user": "revocation of all the user's sessions published: {id}",
+        "lift-source": "lift of the block published: {id}"}
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def flash(request: Request) -> str:
+    text = DONE.get(request.query_params.get("done", ""), "")
+    if "{id}" in text:
+        found = request.query_params.get("id", "")
+        text = text.format(id=found) if _ID.fullmatch(found) else ""
+    return text
+
+
+def _back(request: Request, path: str, done: str, id: str = "") -> Response:
+    path = safe_next(path.split("?", 1)[0]) if path else "/live"
+    query = urlencode({"done": done, **({"id": id} if id else {})})
+    return RedirectResponse(f"{path}?{query}", status_code=303)
 
 
 def _failed(request: Request, exc: ActionError) -> Response:
@@ -232,7 +254,7 @@ async def act_verdict(request: Request) -> Response:
                                 str(form.get("note", "")))
     except ActionError as exc:
         return _failed(request, exc)
-    return _back(request, str(form.get("back", "/live")), f"verdict recorded: {form.get('verdict')}")
+    return _back(request, str(form.get("back", "/live")), f"verdict-{form.get('verdict')}")
 
 
 async def act_revoke(request: Request) -> Response:
@@ -240,11 +262,6 @@ async def act_revoke(request: Request) -> Response:
     form = await request.form()
     scope, tenant = str(form.get("scope", "")), str(form.get("tenant", ""))
     subject = str(form.get("subject", ""))
-    if scope == "session" and subject:
-        try:
-            subject = views.resolve_session(request.app.state.archive, tenant, subject)
-        except views.NotFound as exc:
-            return _failed(request, ActionError(str(exc), 404))
     try:
         rev = await asyncio.to_thread(request.app.state.actions.revoke, actor(request),
                                       tenant=tenant, scope=scope, subject=subject,
@@ -252,7 +269,7 @@ async def act_revoke(request: Request) -> Response:
     except ActionError as exc:
         return _failed(request, exc)
     return _back(request, str(form.get("back", "/live")),
-                 f"{rev.action.value} of {rev.scope.value} published as {rev.id}")
+                 f"{rev.action.value}-{rev.scope.value}", rev.id)
 
 
 ROUTES = [

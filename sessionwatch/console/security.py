@@ -55,6 +55,10 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("cross-origin-opener-policy", "same-origin"),
 )
 SIGN_IN_FAILED = "Sign-in failed."
+# Requests a page makes by itself (the live view's event stream): not activity for the idle timer.
+PASSIVE_PATHS = frozenset({"/live/stream"})
+# What a sign-in route reports to the audit log: (action, actor, role, client, result).
+AuditHook = Callable[[str, str, str, str, str], None]
 _MAX_FORM_BYTES = 1024 * 1024  # console forms are a few fields; anything bigger is not ours
 _MAX_NAME_KEY = 256  # account names are at most this long; longer tries are one key
 _MAX_TRACKED_KEYS = 10_000  # names/addresses with recent failures: bounded under a spray
@@ -197,7 +201,8 @@ class Authenticator:
         with self._lock:
             wait = max(self._by_name.retry_after(key, now), self._by_client.retry_after(client, now))
             if wait > 0:
-                log.warning("console sign-in refused (rate limited) for name %r from %s", name[:64], client)
+                log.warning("console sign-in refused (rate limited) for %s from %s",
+                            self.shown_name(name), client)
                 raise SignInRefused("rate_limited", max(1, math.ceil(wait)))
             # counted before the slow check, so parallel guesses cannot all pass the limit
             self._by_name.add(key, now)
@@ -205,8 +210,8 @@ class Authenticator:
         account = check_password(self.accounts, name, password)
         with self._lock:
             if account is None:
-                log.warning("console sign-in failed (bad credentials) for name %r from %s",
-                            name[:64], client)
+                log.warning("console sign-in failed (bad credentials) for %s from %s",
+                            self.shown_name(name), client)
                 raise SignInRefused("bad_credentials")
             self._by_name.clear(key)
             self._by_client.discard(client, now)
@@ -218,6 +223,11 @@ class Authenticator:
             self._sessions[_key(sid)] = record
         log.info("console sign-in: %r (%s) from %s", account.name, account.role, client)
         return ConsoleSession(sid, self._principal(sid, record), now + self.absolute_s)
+
+    def shown_name(self, name: str) -> str:
+        """A typed name as logs and events may show it: an account's name, else only its length
+        (people type passwords into the name field; those must not reach a log or a topic)."""
+        return repr(name) if name in self.accounts else f"an unknown name ({len(name)} characters)"
 
     def sign_out(self, sid: str) -> Principal | None:
         """End the session; returns whose it was (None if it was not live)."""
@@ -232,8 +242,9 @@ class Authenticator:
         found = self.resolve(sid)
         return found if isinstance(found, Principal) else None
 
-    def resolve(self, sid: str) -> Principal | EndedSession | None:
-        """Like `session`, but says when a limit just ended the session (for `session.expired`)."""
+    def resolve(self, sid: str, *, touch: bool = True) -> Principal | EndedSession | None:
+        """Like `session`, but says when a limit just ended the session (for `session.expired`).
+        `touch=False` checks without counting as activity (the live view's stream)."""
         now = self.clock()
         key = _key(sid)
         with self._lock:
@@ -241,7 +252,7 @@ class Authenticator:
             reason = self._expiry(record, now) if record is not None else None
             if reason is not None:
                 del self._sessions[key]
-            elif record is not None:
+            elif record is not None and touch:
                 record.last_seen = now
             if now >= self._next_sweep:  # after the lookup, so this session's end is reported
                 self._sweep(now)
@@ -250,6 +261,13 @@ class Authenticator:
         if reason is not None:
             return EndedSession(sid, record.name, reason)
         return self._principal(sid, record)
+
+    def alive(self, sid: str) -> bool:
+        """Whether the session is still live, without refreshing its idle timer."""
+        now = self.clock()
+        with self._lock:
+            record = self._sessions.get(_key(sid))
+            return record is not None and self._expiry(record, now) is None
 
     def bearer(self, header: str | None) -> Principal | None:
         """The token principal for `Authorization: Bearer <SESSIONWATCH_CONSOLE_TOKEN>`, else None."""
@@ -414,7 +432,8 @@ class SecurityMiddleware:
                 await _error(path, 403, "CSRF token missing or wrong: reload the page and try again, or "
                              "send the X-CSRF-Token header")(scope, receive, send)
                 return
-        if self.own_events is not None and principal.session_id is not None:
+        if (self.own_events is not None and principal.session_id is not None
+                and path not in PASSIVE_PATHS):
             self.own_events.activity(principal.session_id, user=principal.name, ip=client_address(conn),
                                      user_agent=conn.headers.get("user-agent"))
         await self.app(scope, receive, send)
@@ -430,7 +449,8 @@ class SecurityMiddleware:
         sid = conn.cookies.get(self.cookies.session_name)
         if not sid:
             return None, False
-        found = self.auth.resolve(sid)
+        # The live view's stream reconnects on its own: that is no sign of a person being there.
+        found = self.auth.resolve(sid, touch=conn.scope["path"] not in PASSIVE_PATHS)
         if isinstance(found, Principal):
             return found, False
         if self.own_events is not None:
@@ -528,8 +548,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 # -- the sign-in routes ----------------------------------------------------------------------------
 
 def security_routes(auth: Authenticator, templates: Jinja2Templates,
-                    own_events: OwnEvents | None) -> list[Route]:
-    """`GET/POST /signin` and `POST /signout` (the middleware has checked its CSRF token)."""
+                    own_events: OwnEvents | None, audit: AuditHook | None = None) -> list[Route]:
+    """`GET/POST /signin` and `POST /signout` (the middleware has checked its CSRF token);
+    `audit` hears every sign-in, refused sign-in and sign-out."""
+
+    def report(action: str, actor: str, role: str, client: str, result: str) -> None:
+        if audit is None:
+            return
+        try:
+            audit(action, actor, role, client, result)
+        except Exception as exc:  # the audit table down must not lock everyone out
+            log.error("console: %s of %s not audited (%s)", action, actor, type(exc).__name__)
 
     def form(request: Request, status: int = 200, error: str | None = None, next_: str = "/",
              headers: dict[str, str] | None = None) -> Response:
@@ -558,8 +587,13 @@ def security_routes(auth: Authenticator, templates: Jinja2Templates,
         try:
             session = await run_in_threadpool(auth.sign_in, name, password, ip, previous_sid=previous)
         except SignInRefused as refused:
+            known = name in auth.accounts
             if own_events is not None:
-                own_events.sign_in_failed(user=name, ip=ip, user_agent=ua, reason=refused.reason)
+                own_events.sign_in_failed(user=name if known else None, ip=ip, user_agent=ua,
+                                          reason=refused.reason)
+            await run_in_threadpool(report, "sign_in_failed", name if known else "",
+                                    auth.accounts[name].role if known else "", ip,
+                                    "refused")
             if refused.reason == "rate_limited":
                 return form(request, 429, f"{SIGN_IN_FAILED} Too many attempts: try again in "
                             f"{max(1, math.ceil(refused.retry_after_s / 60))} minute(s).", next_,
@@ -568,6 +602,8 @@ def security_routes(auth: Authenticator, templates: Jinja2Templates,
         if own_events is not None:
             own_events.signed_in(session.sid, user=session.principal.name, ip=ip, user_agent=ua,
                                  previous_sid=previous)
+        await run_in_threadpool(report, "sign_in", session.principal.name, session.principal.role,
+                                ip, "ok")
         response = RedirectResponse(next_, 303)
         response.headers.append("set-cookie", policy.header(policy.session_name, session.sid,
                                                             int(auth.absolute_s)))
@@ -582,6 +618,9 @@ def security_routes(auth: Authenticator, templates: Jinja2Templates,
             if ended is not None and own_events is not None:
                 own_events.signed_out(principal.session_id, user=ended.name, ip=client_address(request),
                                       user_agent=request.headers.get("user-agent"))
+            if ended is not None:
+                await run_in_threadpool(report, "sign_out", ended.name, ended.role,
+                                        client_address(request), "ok")
         response = RedirectResponse("/signin", 303)
         response.headers.append("set-cookie", policy.header(policy.session_name, "", 0))
         return response

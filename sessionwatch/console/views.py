@@ -34,7 +34,9 @@ def resolve_session(archive: Any, tenant: str, ref: str) -> str:
     """The full session hash a reference names; NotFound if none or several."""
     if not _REF.fullmatch(ref):
         raise NotFound(f"session reference {ref[:40]!r} is not one")
-    pattern = ref.replace("_", "\\_") + ("%" if len(ref) >= REF_LENGTH else "")
+    # A prefix only at exactly the reference's length: a longer guess must be the whole hash, so
+    # a viewer cannot grow a reference into the full hash one character (one 200/404) at a time.
+    pattern = ref.replace("_", "\\_") + ("%" if len(ref) == REF_LENGTH else "")
     found: set[str] = set()
     for table in ("events", "revocations", "findings"):
         rows = archive.query(

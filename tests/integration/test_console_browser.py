@@ -167,7 +167,7 @@ def test_analyst_follows_a_revocation_confirms_it_and_revokes_by_hand(
     page.click("form.revoke button")
     page.wait_for_url("**?done=*")
     flash = page.inner_text("p.flash")
-    revocation_id = re.search(r"published as (\S+)", flash).group(1)
+    revocation_id = re.search(r"published: (\S+)", flash).group(1)
 
     records = read_until(broker.bootstrap, [REVOCATIONS_TOPIC],
                          lambda rs: any(r.get("id") == revocation_id for _, r in rs))

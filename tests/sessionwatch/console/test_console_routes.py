@@ -254,3 +254,114 @@ def test_pages_answer_for_the_incident(app: object, tmp_path: Path) -> None:
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n", path
     assert c.get("/revocations/nope").status_code == 404
     assert c.get("/sessions/acme/nope").status_code == 404
+
+
+# -- what the review found (each a regression test) ----------------------------------------------
+
+
+def test_viewers_get_no_full_hash_from_the_audit_log_either(app: object) -> None:
+    from sessionwatch.console.actions import Actions, Actor
+
+    responder, _ = signed_in(app, "rita")
+    # A revocation by hand: audited with the full session hash as its target.
+    Actions(app.state.archive, CapturingPublisher()).revoke(  # type: ignore[attr-defined]
+        Actor("rita", "responder", "127.0.0.1"), tenant=ACME, scope="session",
+        subject=LONG_SESSION[:16])
+    viewer, _ = signed_in(app, "vic")
+    for path in ("/api/audit", "/audit"):
+        seen = viewer.get(path).text
+        assert LONG_SESSION[:8] in seen and LONG_SESSION not in seen, path
+    assert LONG_SESSION in responder.get("/api/audit").text
+
+
+def test_a_reference_cannot_be_grown_into_the_full_hash(app: object) -> None:
+    viewer, _ = signed_in(app, "vic")
+    assert viewer.get(f"/api/sessions/acme/{LONG_SESSION[:16]}").status_code == 200
+    for length in (17, 20, 40, 63):  # a correct longer prefix answers like a wrong one
+        assert viewer.get(f"/api/sessions/acme/{LONG_SESSION[:length]}").status_code == 404
+    assert viewer.get(f"/api/sessions/acme/{LONG_SESSION}").status_code == 200
+
+
+def test_bad_inputs_get_clear_refusals_not_500s(app: object) -> None:
+    c = client(app)
+    long_target = c.post("/api/feedback", headers=bearer(),
+                         json={"target": "x" * 300, "verdict": "confirmed"})
+    assert long_target.status_code == 404
+    huge = c.post("/api/feedback", headers=bearer(), content=b'{"note": "' + b"a" * 100_000 + b'"}')
+    assert huge.status_code == 413
+    assert c.post("/api/revocations", headers=bearer(),
+                  json={"tenant": ACME, "scope": "user", "user": "u" * 300}).status_code in (422, 503)
+
+
+def test_flash_messages_and_back_links_cannot_be_forged(app: object) -> None:
+    c, csrf = signed_in(app, "rita")
+    page = c.get("/live?done=Session expired: re-enter your password at https://evil.example").text
+    assert "evil.example" not in page
+    assert "published: " not in c.get("/live?done=revoke-session&id=<script>").text
+    for back in ("/\\evil.example", "//evil.example", "https://evil.example/"):
+        answer = c.post("/act/verdict", data={"csrf": csrf, "target": "r-revoke-acme-e05",
+                                              "verdict": "confirmed", "back": back})
+        assert answer.status_code == 303
+        location = answer.headers["location"]
+        assert location.startswith("/") and not location.startswith("//"), back
+        assert "evil" not in location.split("?")[0], back
+
+
+def test_sign_ins_and_sign_outs_are_audited_and_unknown_names_are_not_logged(
+        app: object, caplog: pytest.LogCaptureFixture) -> None:
+    c = client(app, "203.0.113.77")
+    token = re.search(r'name="csrf" value="([^"]+)"', c.get("/signin").text).group(1)
+    with caplog.at_level("INFO"):
+        c.post("/signin", data={"name": "hunter2-typed-as-a-name", "password": "x", "csrf": token})
+    assert "hunter2-typed-as-a-name" not in caplog.text
+    assert "unknown name (23 characters)" in caplog.text
+    responder, csrf = signed_in(app, "rita")
+    responder.post("/signout", data={"csrf": csrf})
+    log = client(app).get("/api/audit?limit=50", headers=bearer()).json()
+    actions = [(e["action"], e["actor"], e["result"]) for e in log]
+    assert ("sign_in", "rita", "ok") in actions and ("sign_out", "rita", "ok") in actions
+    failed = next(e for e in log if e["action"] == "sign_in_failed" and e["client"] == "203.0.113.77")
+    assert failed["actor"] == "" and "hunter2" not in str(failed)
+
+
+def test_the_live_stream_does_not_keep_a_session_alive(app: object) -> None:
+    auth = app.state.auth  # type: ignore[attr-defined]
+    session = auth.sign_in("rita", PASSWORDS["rita"], "192.0.2.10")
+    sid = session.sid
+    assert auth.alive(sid)
+    record_seen = auth.resolve(sid, touch=False)
+    assert record_seen is not None and auth.alive(sid)
+    auth.sign_out(sid)
+    assert not auth.alive(sid) and auth.resolve(sid, touch=False) is None
+
+
+class CapturingPublisher:
+    """Stands in for the broker in this in-process test only (the browser test publishes to the
+    real embedded broker): records what would be published."""
+
+    def __init__(self) -> None:
+        self.published: list[object] = []
+
+    def publish(self, revocation: object) -> None:
+        self.published.append(revocation)
+
+
+def test_acts_check_the_subject_exists_and_a_double_submit_publishes_once(app: object) -> None:
+    from sessionwatch.console.actions import ActionError, Actions, Actor
+
+    publisher = CapturingPublisher()
+    acts = Actions(app.state.archive, publisher)  # type: ignore[attr-defined]
+    rita = Actor("rita", "responder", "127.0.0.1")
+    for scope, subject in (("session", "s-nope"), ("user", "nobody"), ("source", "10.9.9.9")):
+        with pytest.raises(ActionError) as refused:
+            acts.revoke(rita, tenant=ACME, scope=scope, subject=subject,
+                        action="lift" if scope == "source" else "revoke")
+        assert refused.value.status == 404, scope
+    with pytest.raises(ActionError):
+        acts.revoke(rita, tenant="no-such-tenant", scope="user", subject="alice")
+    first = acts.revoke(rita, tenant=ACME, scope="session", subject=LONG_SESSION[:16])
+    again = acts.revoke(rita, tenant=ACME, scope="session", subject=LONG_SESSION[:16])
+    assert first.session == LONG_SESSION and again.id == first.id
+    assert publisher.published == [first]
+    lifted = acts.revoke(rita, tenant=ACME, scope="source", subject="185.220.101.1", action="lift")
+    assert lifted.action.value == "lift" and len(publisher.published) == 2

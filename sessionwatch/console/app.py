@@ -18,13 +18,10 @@ from starlette.templating import Jinja2Templates
 from sessionwatch.console import api, pages
 from sessionwatch.console.actions import Actions, RevocationPublisher
 from sessionwatch.console.live import LiveFeed
+from sessionwatch.console.middleware import SecurityMiddleware
 from sessionwatch.console.own_events import OwnEvents
-from sessionwatch.console.security import (
-    SECURITY_HEADERS,
-    Authenticator,
-    SecurityMiddleware,
-    security_routes,
-)
+from sessionwatch.console.security import SECURITY_HEADERS, Authenticator
+from sessionwatch.console.signin import security_routes
 from storage import audit
 
 HERE = Path(__file__).resolve().parent

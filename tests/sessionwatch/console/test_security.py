@@ -25,18 +25,18 @@ from producers.errors import ConfigError
 from producers.hashing import TokenHasher
 from sessionwatch.console import security as security_module
 from sessionwatch.console.accounts import Account, hash_password
+from sessionwatch.console.middleware import SecurityMiddleware
 from sessionwatch.console.own_events import OwnEvents
 from sessionwatch.console.security import (
     CSP,
     Authenticator,
     Principal,
-    SecurityMiddleware,
     SignInRefused,
     mask_session,
     require_responder,
     safe_next,
-    security_routes,
 )
+from sessionwatch.console.signin import security_routes
 
 TEMPLATES = Path(security_module.__file__).parent / "templates"
 PASSWORD = "correct horse battery"

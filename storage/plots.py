@@ -36,6 +36,19 @@ OTHER = "#d0d0d0"
 DPI = 110
 
 
+def preload() -> None:
+    """Import every part of matplotlib the plots use, now. A threaded server (the console) must
+    not leave that to its first chart requests: matplotlib imported from several threads at once
+    half-initialises ("module 'matplotlib' has no attribute 'get_data_path'", seen)."""
+    import matplotlib.axes  # noqa: F401
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.dates  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+    import matplotlib.lines  # noqa: F401
+    import matplotlib.patches  # noqa: F401
+    import matplotlib.transforms  # noqa: F401
+
+
 def color_of(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 

@@ -43,6 +43,10 @@ class ConsoleParts:
 
 
 def create_app(parts: ConsoleParts) -> Starlette:
+    from storage import plots
+
+    plots.preload()  # never from several request threads at once (see preload)
+
     templates = Jinja2Templates(directory=str(TEMPLATES))
     def audit_sign_in(action: str, actor: str, role: str, client: str, result: str) -> None:
         audit.record_action(parts.archive, actor=actor, role=role, action=action, client=client,

@@ -365,3 +365,28 @@ def test_acts_check_the_subject_exists_and_a_double_submit_publishes_once(app: o
     assert publisher.published == [first]
     lifted = acts.revoke(rita, tenant=ACME, scope="source", subject="185.220.101.1", action="lift")
     assert lifted.action.value == "lift" and len(publisher.published) == 2
+
+
+def test_the_app_imports_matplotlib_before_any_request_thread_can() -> None:
+    """The console's first chart requests arrive together (a page has three); matplotlib imported
+    by several threads at once half-initialised in a demo run ("no attribute 'get_data_path'",
+    every chart broken). A race is not reproducible on demand, so this checks the cure: building
+    the app, in a fresh process, has already imported every part of matplotlib the plots use."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from sessionwatch.console.app import ConsoleParts, create_app\n"
+        "from sessionwatch.console.live import LiveFeed\n"
+        "from sessionwatch.console.security import Authenticator\n"
+        "assert 'matplotlib' not in sys.modules, 'imported before the app was built'\n"
+        "create_app(ConsoleParts(archive=None, auth=Authenticator({}, token='t' * 32),\n"
+        "                        feed=LiveFeed()))\n"
+        "parts = ['axes', 'backends.backend_agg', 'dates', 'figure', 'lines', 'patches',\n"
+        "         'transforms']\n"
+        "print([p for p in parts if 'matplotlib.' + p not in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=str(Path(__file__).resolve().parents[3]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"not imported by create_app: {done.stdout}"

@@ -56,14 +56,15 @@ def home(request: Request) -> Response:
 def live(request: Request) -> Response:
     state = request.app.state
     filters = _filters(request)
-    items = [i for _, i in reversed(state.feed.since(0)) if matches(i, filters)][:200]
-    if not items:  # a console just started: show the archive's latest meanwhile
-        archive = state.archive
-        items = sorted(
-            [revocation_item(r) for r in recent.latest_revocations(archive, limit=100)]
-            + [finding_item(f) for f in recent.latest_findings(archive, limit=100)],
-            key=lambda i: (i["time"], i["id"]), reverse=True)
-        items = [i for i in items if matches(i, filters)][:200]
+    # The archive's latest and whatever the feed brought since the console started, once each:
+    # the feed alone would hide the history behind the first few items it carries.
+    archive = state.archive
+    merged = {f"{i['kind']}:{i['id']}": i for i in (
+        [revocation_item(r) for r in recent.latest_revocations(archive, limit=100)]
+        + [finding_item(f) for f in recent.latest_findings(archive, limit=100)]
+        + [i for _, i in state.feed.since(0)])}
+    items = sorted((i for i in merged.values() if matches(i, filters)),
+                   key=lambda i: (i["time"], i["id"]), reverse=True)[:200]
     return render(request, "live.html", items=items, filters=filters, source=state.feed.source,
                   seq=state.feed.seq, tenants=recent.tenants(state.archive),
                   detectors=recent.detectors(state.archive), severities=SEVERITIES,

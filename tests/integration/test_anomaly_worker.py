@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from conftest import read_until
+from integration.conftest import read_until
 
 from models.load import load_model
 from producers.contract import EVENTS_TOPIC, encode

@@ -19,7 +19,7 @@ from pathlib import Path
 import jwt
 import pytest
 from aiohttp import web
-from conftest import RedisServer, read_until
+from integration.conftest import RedisServer, read_until
 
 from producers.contract import (
     DEADLETTER_TOPIC,

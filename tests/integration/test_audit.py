@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import ClickHouseServer
+from integration.conftest import ClickHouseServer
 
 from producers.contract import Action, Scope, decode_revocation, encode
 from storage import feedback, queries

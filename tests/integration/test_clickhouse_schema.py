@@ -12,8 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
-from conftest import ClickHouseServer
 from factories import T0, make_event
+from integration.conftest import ClickHouseServer
 
 from producers.contract import (
     Action,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 import redis.asyncio
-from conftest import RedisServer
+from integration.conftest import RedisServer
 
 from producers.contract import Action, Reason, Revocation, Scope, Severity
 from producers.enforcement import AsyncEnforcer, Enforcer, Outcome

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from conftest import make_event, read_until, send
 from factories import CURL, DIGITALOCEAN
+from integration.conftest import make_event, read_until, send
 
 from sessionwatch.broker import EmbeddedBroker
 from sessionwatch.processes import WorkerProcess

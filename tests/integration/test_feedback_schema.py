@@ -4,7 +4,7 @@ archive written before it gets it on the next migrate(), on ClickHouse 18.16 and
 from __future__ import annotations
 
 import pytest
-from conftest import ClickHouseServer
+from integration.conftest import ClickHouseServer
 
 from storage.clickhouse import MIGRATIONS, ChdbBackend, ServerBackend
 from storage.clickhouse.params import quote

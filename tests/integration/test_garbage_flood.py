@@ -14,8 +14,8 @@ import time
 
 import pytest
 from confluent_kafka import Producer
-from conftest import make_event, read_until
 from factories import CURL, DIGITALOCEAN
+from integration.conftest import make_event, read_until
 
 from sessionwatch.broker import EmbeddedBroker
 from sessionwatch.processes import WorkerProcess

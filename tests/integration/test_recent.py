@@ -31,9 +31,12 @@ def test_latest_revocations_newest_first_in_the_contract_order(backend) -> None:
 def test_filters_detector_action_and_since(backend) -> None:
     blocks = recent.latest_revocations(backend, since=INCIDENT.at(0), action="block")
     assert blocks and {r["action"] for r in blocks} == {"block"}
+    # The server is shared with other tests' incidents: check the filter, not the whole list.
     by_detector = recent.latest_revocations(backend, since=INCIDENT.at(0),
                                             detector="session.ua_change")
-    assert [r["id"] for r in by_detector] == ["r-revoke-acme-e05"]
+    assert "r-revoke-acme-e05" in [r["id"] for r in by_detector]
+    assert all("session.ua_change" in r["detectors"] for r in by_detector)
+    assert "r-block-acme-a24" not in [r["id"] for r in by_detector]
     assert recent.latest_revocations(backend, since=INCIDENT.at(86_400)) == []
     highs = recent.latest_findings(backend, since=INCIDENT.at(0), severity="high", tenant=ACME)
     assert highs and {f["severity"] for f in highs} == {"high"}

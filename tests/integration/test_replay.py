@@ -14,8 +14,8 @@ from collections import defaultdict
 from datetime import UTC, timedelta
 
 import pytest
-from conftest import ClickHouseServer, read_until
 from factories import CHROME, COMCAST, CURL, DIGITALOCEAN, T0, make_event
+from integration.conftest import ClickHouseServer, read_until
 
 from producers.contract import EVENTS_TOPIC, Event, decode_event
 from sessionwatch.cli import main

@@ -8,7 +8,6 @@ import secrets
 import uuid
 
 import pytest
-from conftest import caught_up, make_event, read_until, send
 from factories import (
     CHROME,
     CHROME_NEXT,
@@ -18,6 +17,7 @@ from factories import (
     DIGITALOCEAN,
     TMOBILE,
 )
+from integration.conftest import caught_up, make_event, read_until, send
 
 from producers.client import SessionwatchClient
 from producers.contract import decode_revocation
@@ -213,7 +213,7 @@ def test_the_worker_never_crashed(worker):
 
     Runs last in this module, after every kind of input above went through the same worker.
     """
-    from conftest import worker_log
+    from integration.conftest import worker_log
 
     log = worker_log(worker)
     assert "unhandled processing error" not in log, log[-3000:]

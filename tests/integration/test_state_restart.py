@@ -15,8 +15,8 @@ import time
 import uuid
 
 import pytest
-from conftest import caught_up, make_event, read_until, send
 from factories import CURL, DIGITALOCEAN
+from integration.conftest import caught_up, make_event, read_until, send
 
 from sessionwatch.processes import WorkerProcess
 

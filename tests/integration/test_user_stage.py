@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Producer
-from conftest import make_event, read_until, send
+from integration.conftest import make_event, read_until, send
 
 from sessionwatch.broker import EmbeddedBroker
 from sessionwatch.processes import WorkerProcess

@@ -7,7 +7,7 @@ import signal
 import time
 
 import pytest
-from conftest import worker_log
+from integration.conftest import worker_log
 
 pytestmark = pytest.mark.integration
 

@@ -334,6 +334,28 @@ def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(tmp_path_factory.mktemp("chdb") / "archive")
 
 
+@pytest.fixture
+def server_backend(clickhouse_server: ClickHouseServer):
+    """The session's ClickHouse server, migrated, for one test."""
+    from storage.clickhouse import ServerBackend
+
+    backend = ServerBackend(clickhouse_server.url)
+    backend.migrate()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def chdb_backend(chdb_dir: str):
+    """The session's chDB directory, migrated, for one test."""
+    from storage.clickhouse import ChdbBackend
+
+    backend = ChdbBackend(chdb_dir)
+    backend.migrate()
+    yield backend
+    backend.close()  # chDB holds one directory per process: free it for the next test
+
+
 def seeded_archives(seed: Callable[[Any], Any], name: str) -> tuple[Any, ...]:
     """Module fixtures for tests that read one seeded archive on both backends: `server_url`
     and `chdb_path` (seeded once per module by `seed(backend)`), `server` and `chdb` (a backend

@@ -29,20 +29,8 @@ pytestmark = pytest.mark.integration
 AT = datetime(2031, 7, 1, 10, 0, tzinfo=UTC)   # a day of their own: retention tests drop older
 
 
-@pytest.fixture
-def server_backend(clickhouse_server: ClickHouseServer):
-    backend = ServerBackend(clickhouse_server.url)
-    backend.migrate()
-    yield backend
-    backend.close()
 
 
-@pytest.fixture
-def chdb_backend(chdb_dir: str):
-    backend = ChdbBackend(chdb_dir)
-    backend.migrate()
-    yield backend
-    backend.close()
 
 
 @pytest.fixture(params=["clickhouse", "chdb"])

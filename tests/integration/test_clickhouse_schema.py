@@ -48,20 +48,8 @@ pytestmark = pytest.mark.integration
 ALL_MIGRATIONS = [m.label for m in MIGRATIONS]
 
 
-@pytest.fixture
-def server_backend(clickhouse_server: ClickHouseServer):
-    backend = ServerBackend(clickhouse_server.url)
-    backend.migrate()
-    yield backend
-    backend.close()
 
 
-@pytest.fixture
-def chdb_backend(chdb_dir: str):
-    backend = ChdbBackend(chdb_dir)
-    backend.migrate()
-    yield backend
-    backend.close()  # chDB holds one directory per process: free it for the next test
 
 
 @pytest.fixture(params=["clickhouse", "chdb"])

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from producers.errors import ConfigError
 
@@ -137,6 +138,20 @@ class Settings:
     console_token: Secret = Secret()
     # The tenant of the console's own session events (it emits them like any app).
     console_tenant: str = "sessionwatch-console"
+    # Sign-in with an OpenID Connect provider (authorization code + PKCE, a confidential client).
+    # The issuer's https URL (http only on loopback); empty: OIDC off.
+    console_oidc_issuer: str = ""
+    console_oidc_client_id: str = ""
+    console_oidc_client_secret: Secret = Secret()
+    # The ID token claim holding the user's groups (a list of strings, or one string).
+    console_oidc_roles_claim: str = "groups"
+    # Comma-separated group names (values of the roles claim) mapped to the console's roles; a
+    # user in a responder group is a responder, else in a viewer group a viewer, else refused.
+    console_oidc_responders: str = ""
+    console_oidc_viewers: str = ""
+    # The console's external base URL (https://console.example.com); the provider redirects back
+    # to <console_public_url>/signin/oidc/callback. Required with OIDC.
+    console_public_url: str = ""
 
     def __post_init__(self) -> None:
         for host in self.bootstrap.split(","):
@@ -209,6 +224,49 @@ class Settings:
             raise ConfigError(f"console_accounts: no such file {self.console_accounts!r}; write "
                               "one as README 'The console' shows, hashes from "
                               "`sessionwatch console-hash`")
+        self._check_console_oidc()
+
+    def _check_console_oidc(self) -> None:
+        if self.console_public_url:
+            _check_web_url("console_public_url", self.console_public_url)
+        if not self.console_oidc_issuer:
+            given = [name for name in ("console_oidc_client_id", "console_oidc_client_secret",
+                                       "console_oidc_responders", "console_oidc_viewers")
+                     if getattr(self, name)]
+            if given:
+                raise ConfigError(f"{_env(given[0])}: set without SESSIONWATCH_CONSOLE_OIDC_ISSUER; "
+                                  "give the provider's issuer URL too, or unset it")
+            return
+        _check_web_url("console_oidc_issuer", self.console_oidc_issuer)
+        if not self.console_oidc_client_id:
+            raise ConfigError(f"{_env('console_oidc_client_id')}: required with an OIDC issuer; the "
+                              "client id the provider gave the console")
+        if not self.console_oidc_client_secret:
+            raise ConfigError(f"{_env('console_oidc_client_secret')}: required with an OIDC issuer; "
+                              "the console is a confidential client (client_secret_basic)")
+        if not self.console_public_url:
+            raise ConfigError(f"{_env('console_public_url')}: required with an OIDC issuer; the "
+                              "console's external base URL (the provider redirects back to "
+                              "<url>/signin/oidc/callback)")
+        if not self.console_oidc_roles_claim.strip():
+            raise ConfigError(f"{_env('console_oidc_roles_claim')}: the ID token claim with the "
+                              "user's groups (default groups); it cannot be empty")
+        responders, viewers = self.console_oidc_responder_groups, self.console_oidc_viewer_groups
+        if not responders and not viewers:
+            raise ConfigError(f"{_env('console_oidc_responders')}, {_env('console_oidc_viewers')}: "
+                              "give at least one group, or nobody could sign in with OIDC")
+        both = sorted(responders & viewers)
+        if both:
+            raise ConfigError(f"{_env('console_oidc_responders')}, {_env('console_oidc_viewers')}: "
+                              f"{', '.join(both)} in both; give each group one role")
+
+    @property
+    def console_oidc_responder_groups(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.console_oidc_responders.split(",") if g.strip())
+
+    @property
+    def console_oidc_viewer_groups(self) -> frozenset[str]:
+        return frozenset(g.strip() for g in self.console_oidc_viewers.split(",") if g.strip())
 
     def _check_archiver(self) -> None:
         if self.clickhouse and not self.clickhouse.startswith(("clickhouse://", "clickhouses://")):
@@ -288,6 +346,29 @@ def _convert(where: str, field: dataclasses.Field[Any], raw: Any) -> Any:
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {raw!r} is not a valid {kind}") from None
+
+
+def _env(name: str) -> str:
+    return f"{name} ({ENV_PREFIX}{name.upper()})"
+
+
+def _check_web_url(name: str, value: str) -> None:
+    """https, or http to a loopback host (a provider or console on this machine)."""
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    ok = parts.scheme == "https" or (parts.scheme == "http" and _loopback(host))
+    if not ok or not host or parts.query or parts.fragment:
+        raise ConfigError(f"{_env(name)}: {value!r} is not an https URL (http only for a loopback "
+                          "host), without query or fragment")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_host_port(name: str, value: str) -> None:

@@ -19,6 +19,7 @@ from sessionwatch.console import api, pages
 from sessionwatch.console.actions import Actions, RevocationPublisher
 from sessionwatch.console.live import LiveFeed
 from sessionwatch.console.middleware import SecurityMiddleware
+from sessionwatch.console.oidc import OidcClient
 from sessionwatch.console.own_events import OwnEvents
 from sessionwatch.console.security import SECURITY_HEADERS, Authenticator
 from sessionwatch.console.signin import security_routes
@@ -40,6 +41,7 @@ class ConsoleParts:
     own_events: OwnEvents | None = None
     secure_cookies: bool = True
     city_db: str = ""
+    oidc: OidcClient | None = None    # single sign-on, when an OIDC provider is configured
 
 
 def create_app(parts: ConsoleParts) -> Starlette:
@@ -52,7 +54,7 @@ def create_app(parts: ConsoleParts) -> Starlette:
         audit.record_action(parts.archive, actor=actor, role=role, action=action, client=client,
                             result=result)
 
-    routes = [*security_routes(parts.auth, templates, parts.own_events, audit_sign_in),
+    routes = [*security_routes(parts.auth, templates, parts.own_events, audit_sign_in, parts.oidc),
               *pages.ROUTES,
               *api.ROUTES, Mount("/static", StaticFiles(directory=str(STATIC)), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error,

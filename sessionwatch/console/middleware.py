@@ -1,6 +1,6 @@
-"""SecurityMiddleware: every request but /signin and /static is authenticated (a console session
-or the bearer token), unsafe methods are CSRF-checked, and every response gets the security
-headers (README "Security model")."""
+"""SecurityMiddleware: every request but sign-in (PUBLIC_PATHS) and /static is authenticated (a
+console session or the bearer token), unsafe methods are CSRF-checked, and every response gets
+the security headers (README "Security model")."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("sessionwatch.console.security")
+# Reachable without a session: the sign-in form and the single sign-on start and callback.
+PUBLIC_PATHS = frozenset({"/signin", "/signin/oidc", "/signin/oidc/callback"})
 
 
 class SecurityMiddleware:
@@ -63,7 +65,7 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         send = self._with_headers(send, static=static)
-        if path == "/signin" or static:
+        if path in PUBLIC_PATHS or static:
             if scope["method"] == "POST":  # public: bound what an anonymous client can make us hold
                 body, complete = await _read_body(receive)
                 if not complete:

@@ -215,6 +215,21 @@ class Authenticator:
         log.info("console sign-in: %r (%s) from %s", account.name, account.role, client)
         return ConsoleSession(sid, self._principal(sid, record), now + self.absolute_s)
 
+    def sign_in_external(self, name: str, role: Role, client: str, *,
+                         previous_sid: str | None = None) -> ConsoleSession:
+        """A new session for a principal someone else authenticated (the OIDC provider, whose
+        ID token the caller has verified): the same rotation, limits and cookie as `sign_in`."""
+        now = self.clock()
+        with self._lock:
+            if previous_sid:
+                self._sessions.pop(_key(previous_sid), None)
+            self._sweep(now)
+            sid = secrets.token_urlsafe(32)
+            record = _Record(name, role, secrets.token_urlsafe(32), now, now)
+            self._sessions[_key(sid)] = record
+        log.info("console sign-in (single sign-on): %r (%s) from %s", name, role, client)
+        return ConsoleSession(sid, self._principal(sid, record), now + self.absolute_s)
+
     def shown_name(self, name: str) -> str:
         """A typed name as logs and events may show it: an account's name, else only its length
         (people type passwords into the name field; those must not reach a log or a topic)."""

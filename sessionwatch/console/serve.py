@@ -1,6 +1,7 @@
-"""`sessionwatch console`: settings -> archive, accounts, live feed, publisher -> the app on
-uvicorn. Refuses to start open: no accounts and no token is an error, and an address other
-than loopback needs `console_allow_remote` (and then cookies are Secure: put TLS in front)."""
+"""`sessionwatch console`: settings -> archive, accounts, OIDC, live feed, publisher -> the app on
+uvicorn. Refuses to start open: no accounts, no token and no OIDC provider is an error, and an
+address other than loopback needs `console_allow_remote` (and then cookies are Secure: put TLS
+in front)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def build_parts(settings: Any, *, use_broker: bool, hash_key: str | None = None)
     from sessionwatch.console.app import ConsoleParts
     from sessionwatch.console.archive import SharedArchive
     from sessionwatch.console.live import LiveFeed, follow_archive, follow_broker
+    from sessionwatch.console.oidc import OidcClient, OidcConfig
     from sessionwatch.console.own_events import OwnEvents
     from sessionwatch.console.security import Authenticator
 
@@ -44,10 +46,12 @@ def build_parts(settings: Any, *, use_broker: bool, hash_key: str | None = None)
                           "SESSIONWATCH_CONSOLE_ALLOW_REMOTE=1 and a TLS proxy in front")
     accounts = load_accounts(settings.console_accounts) if settings.console_accounts else {}
     token = settings.console_token.reveal() or None
-    if not accounts and token is None:
-        raise ConfigError("console_accounts, console_token: nobody could sign in; give an accounts "
-                          "file (--accounts, SESSIONWATCH_CONSOLE_ACCOUNTS) or a token "
-                          "(SESSIONWATCH_CONSOLE_TOKEN)")
+    oidc_config = OidcConfig.from_settings(settings)
+    if not accounts and token is None and oidc_config is None:
+        raise ConfigError("console_accounts, console_token, console_oidc_issuer: nobody could sign "
+                          "in; give an accounts file (--accounts, SESSIONWATCH_CONSOLE_ACCOUNTS), a "
+                          "token (SESSIONWATCH_CONSOLE_TOKEN) or an OIDC provider "
+                          "(SESSIONWATCH_CONSOLE_OIDC_ISSUER and README 'Security model')")
     auth = Authenticator(accounts, token=token)
     archive = SharedArchive(open_archive(settings))
     archive.migrate()  # feedback and audit tables on an archive written before them
@@ -65,7 +69,10 @@ def build_parts(settings: Any, *, use_broker: bool, hash_key: str | None = None)
     else:
         follow_archive(feed, archive)
     return ConsoleParts(archive=archive, auth=auth, feed=feed, publisher=publisher, own_events=own,
-                        secure_cookies=not loopback, city_db=settings.city_db)
+                        # an https public URL: the browser is on TLS (a proxy), even on loopback
+                        secure_cookies=not loopback or settings.console_public_url.startswith("https:"),
+                        city_db=settings.city_db,
+                        oidc=OidcClient(oidc_config) if oidc_config is not None else None)
 
 
 def run_console(settings: Any, *, use_broker: bool, hash_key: str | None = None) -> int:

@@ -228,3 +228,59 @@ def test_apply_without_a_sink_says_which_flags_exist(capsys):
     assert main(["apply"]) == 2
     err = capsys.readouterr().err
     assert "no sink configured" in err and "--redis" in err
+
+
+# -- the console's single sign-on (OIDC) --------------------------------------------------------
+
+OIDC = {"SESSIONWATCH_CONSOLE_OIDC_ISSUER": "https://idp.example.com/realms/sec",
+        "SESSIONWATCH_CONSOLE_OIDC_CLIENT_ID": "sessionwatch-console",
+        "SESSIONWATCH_CONSOLE_OIDC_CLIENT_SECRET": "s" * 32,
+        "SESSIONWATCH_CONSOLE_OIDC_RESPONDERS": "sec-responders, soc",
+        "SESSIONWATCH_CONSOLE_OIDC_VIEWERS": "sec-viewers",
+        "SESSIONWATCH_CONSOLE_PUBLIC_URL": "https://console.example.com"}
+
+
+def test_console_oidc_settings_load():
+    settings = Settings.load(OIDC)
+    assert settings.console_oidc_responder_groups == {"sec-responders", "soc"}
+    assert settings.console_oidc_viewer_groups == {"sec-viewers"}
+    assert settings.console_oidc_roles_claim == "groups"
+    assert "s" * 32 not in repr(settings)
+
+
+def test_console_oidc_needs_the_public_url():
+    env = {k: v for k, v in OIDC.items() if k != "SESSIONWATCH_CONSOLE_PUBLIC_URL"}
+    with pytest.raises(ConfigError, match="SESSIONWATCH_CONSOLE_PUBLIC_URL"):
+        Settings.load(env)
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("SESSIONWATCH_CONSOLE_OIDC_ISSUER", "http://idp.example.com"),   # http beyond loopback
+    ("SESSIONWATCH_CONSOLE_OIDC_ISSUER", "ftp://idp.example.com"),
+    ("SESSIONWATCH_CONSOLE_OIDC_CLIENT_ID", ""),
+    ("SESSIONWATCH_CONSOLE_OIDC_CLIENT_SECRET", ""),
+    ("SESSIONWATCH_CONSOLE_PUBLIC_URL", "http://console.example.com"),
+    ("SESSIONWATCH_CONSOLE_OIDC_ROLES_CLAIM", " "),
+])
+def test_console_oidc_bad_settings_name_the_variable(var: str, value: str):
+    with pytest.raises(ConfigError, match=var):
+        Settings.load({**OIDC, var: value})
+
+
+def test_console_oidc_needs_a_group_and_one_role_per_group():
+    with pytest.raises(ConfigError, match="SESSIONWATCH_CONSOLE_OIDC_RESPONDERS"):
+        Settings.load({**OIDC, "SESSIONWATCH_CONSOLE_OIDC_RESPONDERS": "",
+                       "SESSIONWATCH_CONSOLE_OIDC_VIEWERS": " , "})
+    with pytest.raises(ConfigError, match="soc in both"):
+        Settings.load({**OIDC, "SESSIONWATCH_CONSOLE_OIDC_VIEWERS": "soc"})
+
+
+def test_console_oidc_on_loopback_may_use_http():
+    settings = Settings.load({**OIDC, "SESSIONWATCH_CONSOLE_OIDC_ISSUER": "http://127.0.0.1:8081",
+                              "SESSIONWATCH_CONSOLE_PUBLIC_URL": "http://localhost:8080"})
+    assert settings.console_oidc_issuer == "http://127.0.0.1:8081"
+
+
+def test_console_oidc_client_settings_without_an_issuer_are_an_error():
+    with pytest.raises(ConfigError, match="SESSIONWATCH_CONSOLE_OIDC_CLIENT_ID.*ISSUER"):
+        Settings.load({"SESSIONWATCH_CONSOLE_OIDC_CLIENT_ID": "sessionwatch-console"})

@@ -117,10 +117,11 @@ class ConsoleProcess(ChildProcess):
     name = "console"
     ready_pattern = rb"Uvicorn running on"
 
-    def __init__(self, log_path: Path, *, listen: str, accounts: str, chdb_dir: str = "",
+    def __init__(self, log_path: Path, *, listen: str, accounts: str = "", chdb_dir: str = "",
                  clickhouse: str = "", bootstrap: str | None = None,
                  env: Mapping[str, str] | None = None) -> None:
-        args = ["console", "--listen", listen, "--accounts", accounts, "--log-level", "info"]
+        args = ["console", "--listen", listen, "--log-level", "info"]
+        args += ["--accounts", accounts] if accounts else []
         args += ["--chdb-dir", chdb_dir] if chdb_dir else ["--clickhouse", clickhouse]
         if bootstrap:
             args += ["--bootstrap", bootstrap]

@@ -37,7 +37,7 @@ def test_filters_detector_action_and_since(backend) -> None:
     assert "r-revoke-acme-e05" in [r["id"] for r in by_detector]
     assert all("session.ua_change" in r["detectors"] for r in by_detector)
     assert "r-block-acme-a24" not in [r["id"] for r in by_detector]
-    assert recent.latest_revocations(backend, since=INCIDENT.at(86_400)) == []
+    assert recent.latest_revocations(backend, since=INCIDENT.at(86_400), tenant=ACME) == []
     highs = recent.latest_findings(backend, since=INCIDENT.at(0), severity="high", tenant=ACME)
     assert highs and {f["severity"] for f in highs} == {"high"}
 

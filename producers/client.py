@@ -21,6 +21,7 @@ from typing import Any, Protocol, cast
 from producers.contract import EVENT_SCHEMA, EVENTS_TOPIC, Event, EventType, decode_event, encode
 from producers.errors import InvalidEvent
 from producers.hashing import TokenHasher
+from producers.kafka_options import KafkaSecurity, kafka_python_options
 
 log = logging.getLogger("sessionwatch.sdk")
 
@@ -55,8 +56,10 @@ class _Flush:
 _STOP = object()
 
 
-def kafka_python_producer(bootstrap: str, **overrides: Any) -> Producer:
-    """A kafka-python producer tuned for small JSON events: short linger, bounded blocking."""
+def kafka_python_producer(bootstrap: str, *, security: KafkaSecurity | None = None,
+                          **overrides: Any) -> Producer:
+    """A kafka-python producer tuned for small JSON events: short linger, bounded blocking.
+    `security`: TLS / SASL (producers/kafka_options.py); None is plaintext."""
     # imported late: constructing the client must not need a broker
     from kafka import KafkaProducer  # type: ignore[import-untyped]
 
@@ -68,6 +71,7 @@ def kafka_python_producer(bootstrap: str, **overrides: Any) -> Producer:
         "linger_ms": 5,
         "max_block_ms": 5000,
         "retries": 3,
+        **kafka_python_options(security),
     }
     config.update(overrides)
     producer: Producer = KafkaProducer(**config)
@@ -79,6 +83,9 @@ class SessionwatchClient:
 
     >>> client = SessionwatchClient("127.0.0.1:9092", TokenHasher({"k1": key}))
     >>> client.authenticated(session_token=token, user="alice", ip="203.0.113.9", user_agent=ua)
+
+    A secured broker: `security=KafkaSecurity(protocol="SASL_SSL", ...)`, or
+    `KafkaSecurity.from_env(os.environ)` for the `SESSIONWATCH_KAFKA_*` variables.
     """
 
     def __init__(
@@ -90,6 +97,7 @@ class SessionwatchClient:
         topic: str = EVENTS_TOPIC,
         buffer_size: int = 10_000,
         producer_factory: Callable[[], Producer] | None = None,
+        security: KafkaSecurity | None = None,
     ) -> None:
         if buffer_size < 1:
             raise ValueError("buffer_size must be at least 1")
@@ -97,7 +105,7 @@ class SessionwatchClient:
         self.tenant = tenant
         self.topic = topic
         self.stats = ClientStats()
-        self._factory = producer_factory or (lambda: kafka_python_producer(bootstrap))
+        self._factory = producer_factory or (lambda: kafka_python_producer(bootstrap, security=security))
         self._queue: queue.Queue[object] = queue.Queue(maxsize=buffer_size)
         self._last_drop_log = float("-inf")
         self._last_error_log = float("-inf")

@@ -57,6 +57,19 @@ if ! command -v chromium >/dev/null 2>&1; then
     fi
 fi
 
+# Debian's stunnel for the TLS tests: it terminates TLS (and mTLS) in front of the embedded
+# broker's plain listener (tests/integration/tls.py); Tansu 0.6's own TLS does not work.
+if ! command -v stunnel4 >/dev/null 2>&1 && ! command -v stunnel >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 >/dev/null \
+            || { apt-get update -qq \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 >/dev/null; }
+    else
+        echo "stunnel is missing: sudo apt-get install stunnel4" >&2
+        exit 1
+    fi
+fi
+
 # Fail early, with a clear message, if the embedded broker binary is missing.
 "$VENV/bin/python" -c "from sessionwatch.broker import find_tansu; print('broker:', find_tansu())"
 

@@ -69,7 +69,8 @@ def _origin(url: str) -> str:
 
 def run_apply(settings: Any) -> int:
     sinks = build_sinks(settings)
-    options = ApplyOptions(bootstrap=settings.bootstrap, group=settings.apply_group)
+    options = ApplyOptions(bootstrap=settings.bootstrap, group=settings.apply_group,
+                           security=settings.kafka_security)
     return asyncio.run(_main(settings, options, sinks))
 
 
@@ -79,7 +80,8 @@ async def _main(settings: Any, options: ApplyOptions, sinks: list[Sink]) -> int:
 
     # The topics must exist before the groups subscribe (auto-creation is off in production).
     await asyncio.to_thread(ensure_topics, settings.bootstrap_servers, settings.partitions,
-                            settings.replication, app_id=settings.app_id)
+                            settings.replication, app_id=settings.app_id,
+                            security=settings.kafka_security)
     applier = Applier(options, sinks)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -63,7 +63,8 @@ def run_archive(settings: Any) -> int:
     backend = open_archive(settings)
     options = ArchiveOptions(bootstrap=settings.bootstrap, group=settings.archive_group,
                              batch_rows=settings.archive_batch_rows,
-                             truncate_ip=bool(settings.archive_truncate_ip))
+                             truncate_ip=bool(settings.archive_truncate_ip),
+                             security=settings.kafka_security)
     return asyncio.run(_main(settings, Archiver(options, backend, enricher(settings))))
 
 
@@ -71,7 +72,8 @@ async def _main(settings: Any, archiver: Archiver) -> int:
     from streams.topics import ensure_topics
 
     await asyncio.to_thread(ensure_topics, settings.bootstrap_servers, settings.partitions,
-                            settings.replication, app_id=settings.app_id)
+                            settings.replication, app_id=settings.app_id,
+                            security=settings.kafka_security)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, archiver.stop)

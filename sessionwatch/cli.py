@@ -20,6 +20,28 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", help="Kafka host:port[,host:port] (SESSIONWATCH_BOOTSTRAP)")
     parser.add_argument("--partitions", type=int, help="partitions for new topics")
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    _kafka_flags(parser)
+
+
+# Flags mirroring the SESSIONWATCH_KAFKA_* variables; the SASL password has none (a command line
+# is visible to every user of the machine): SESSIONWATCH_KAFKA_SASL_PASSWORD only.
+KAFKA_FLAGS = ("kafka_security_protocol", "kafka_ssl_cafile", "kafka_ssl_certfile",
+               "kafka_ssl_keyfile", "kafka_sasl_mechanism", "kafka_sasl_username")
+
+
+def _kafka_flags(parser: argparse.ArgumentParser) -> None:
+    for name in KAFKA_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name,
+                            help=f"(SESSIONWATCH_{name.upper()}; README 'Secured Kafka')")
+
+
+def kafka_preflight(settings: Any) -> None:
+    """A TLS broker this process cannot verify (or that refuses it) stops it now, with the
+    setting to fix, instead of clients retrying for ever (producers/kafka_options.py)."""
+    if settings.kafka_security.tls:
+        from producers.kafka_options import preflight
+
+        preflight(settings.bootstrap_servers, settings.kafka_security)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="policy file (SESSIONWATCH_POLICY; default: built-in defaults)")
     replay.add_argument("--json", dest="json_path", type=Path, help="also write the result here")
     replay.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    _kafka_flags(replay)
 
     label = sub.add_parser("label", help="record an analyst's verdict on a revocation or finding")
     target = label.add_mutually_exclusive_group(required=True)
@@ -183,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "and the console's own events (default: none; the "
                                              "live feed then follows the archive)")
     console.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    _kafka_flags(console)
     sub.add_parser("console-hash", help="read a password from stdin and print its argon2 hash "
                                         "for the console's accounts file")
 
@@ -200,7 +224,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
               "policy", "model", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
               "caep_issuer", "caep_port", "clickhouse", "chdb_dir", "archive_group",
               "archive_retention_days", "archive_truncate_ip", "archive_tenant_retention",
-              "console_listen", "console_accounts")}
+              "console_listen", "console_accounts", *KAFKA_FLAGS)}
     flags.update(extra)
     return Settings.load(os.environ, **flags)
 
@@ -229,9 +253,11 @@ def run_worker(settings: Any) -> None:
 
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kafka_preflight(settings)
     # The session table must have as many partitions as the events topic, whatever was asked.
     partitions = ensure_topics(settings.bootstrap_servers, settings.partitions,
-                               settings.replication, app_id=settings.app_id)
+                               settings.replication, app_id=settings.app_id,
+                               security=settings.kafka_security)
     settings = settings.replace(partitions=partitions)
     policy = None
     if settings.policy:
@@ -248,6 +274,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kafka_preflight(settings)
     return run_apply(settings)
 
 
@@ -257,6 +284,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kafka_preflight(settings)
     return run_archive(settings)
 
 
@@ -323,7 +351,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from sessionwatch.replay import replay_command
 
-    return replay_command(args, _settings(args))
+    settings = _settings(args)
+    if args.publish:
+        kafka_preflight(settings)
+    return replay_command(args, settings)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -361,6 +392,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     use_broker = args.bootstrap is not None or "SESSIONWATCH_BOOTSTRAP" in os.environ
+    if use_broker:
+        kafka_preflight(settings)
     return run_console(settings, use_broker=use_broker,
                        hash_key=os.environ.get("SESSIONWATCH_HASH_KEY"))
 

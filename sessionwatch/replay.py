@@ -74,11 +74,11 @@ class BacktestResult:
 
 
 def republish(events: Iterable[Event], bootstrap: str, topic: str = EVENTS_TOPIC,
-              producer: Any = None) -> int:
+              producer: Any = None, security: Any = None) -> int:
     """Produce each event (contract JSON, key = `event.key`) to `topic`, flush; returns the count.
 
     One request in flight at a time, so a retried batch cannot overtake the next: a session's
-    events arrive in the order given.
+    events arrive in the order given. `security`: a KafkaSecurity (None: plaintext).
     """
     if topic == EVENTS_TOPIC:
         log.warning("replay: publishing to %s, the live events topic: a worker reading it will "
@@ -93,8 +93,9 @@ def republish(events: Iterable[Event], bootstrap: str, topic: str = EVENTS_TOPIC
     try:
         if producer is None:
             producer = kafka_python_producer(
-                bootstrap, client_id="sessionwatch-replay", max_in_flight_requests_per_connection=1,
-                linger_ms=20, batch_size=262_144, max_block_ms=60_000)
+                bootstrap, security=security, client_id="sessionwatch-replay",
+                max_in_flight_requests_per_connection=1, linger_ms=20, batch_size=262_144,
+                max_block_ms=60_000)
         try:
             for event in events:
                 future = producer.send(topic, key=event.key.encode(), value=encode(event))
@@ -214,7 +215,8 @@ def replay_command(args: Any, settings: Any) -> int:
         events = read_events(backend, since, until, args.tenant)
         if args.publish:
             topic = args.topic or EVENTS_TOPIC
-            count = republish(events, settings.bootstrap, topic)
+            count = republish(events, settings.bootstrap, topic,
+                              security=settings.kafka_security)
             print(f"sessionwatch replay: {count} events from {since.isoformat()} to "
                   f"{until.isoformat()} published to {topic} at {settings.bootstrap}",
                   file=sys.stderr)

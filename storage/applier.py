@@ -26,6 +26,7 @@ from producers.contract import (
     decode_revocation,
     encode,
 )
+from producers.kafka_options import KafkaSecurity, aiokafka_options
 from storage.consuming import Backoff, commit, group_consumer
 from storage.sinks import RejectedError, RetryableError, Sink
 
@@ -45,6 +46,8 @@ class ApplyOptions:
     # aiokafka group timeouts, short as for the worker (Tansu holds JoinGroup that long).
     session_timeout_ms: int = 6000
     fetch_max_wait_ms: int = 20
+    # TLS / SASL of the consumers and the dead-letter producer.
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
 @dataclass
@@ -84,7 +87,8 @@ class Applier:
         from aiokafka import AIOKafkaProducer
 
         self._producer = AIOKafkaProducer(bootstrap_servers=self.options.bootstrap,
-                                          client_id="sessionwatch-apply")
+                                          client_id="sessionwatch-apply",
+                                          **aiokafka_options(self.options.security))
         await self._producer.start()
         joined = [asyncio.Event() for _ in self.sinks]
         try:
@@ -117,7 +121,7 @@ class Applier:
         consumer, assigned = group_consumer(
             opts.bootstrap, f"{opts.group}-{sink.name}", [opts.topic],
             f"sessionwatch-apply-{sink.name}", fetch_max_wait_ms=opts.fetch_max_wait_ms,
-            session_timeout_ms=opts.session_timeout_ms)
+            session_timeout_ms=opts.session_timeout_ms, security=opts.security)
         await sink.start()
         await consumer.start()
         try:

@@ -31,6 +31,7 @@ from producers.contract import (
     decode_revocation,
 )
 from producers.errors import InvalidEvent
+from producers.kafka_options import KafkaSecurity
 from storage.clickhouse import ArchiveBackend, ArchiveUnavailable
 from storage.clickhouse.rows import event_row, finding_row, revocation_row, truncate_ip
 from storage.consuming import Backoff, commit, group_consumer
@@ -53,6 +54,8 @@ class ArchiveOptions:
     report_every_s: float = 30.0
     session_timeout_ms: int = 6000
     fetch_max_wait_ms: int = 50
+    # TLS/SASL to the broker (producers/kafka_options.py); plaintext by default.
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
 @dataclass
@@ -102,7 +105,7 @@ class Archiver:
         consumer, joined = group_consumer(
             opts.bootstrap, opts.group, list(TABLES), "sessionwatch-archive",
             fetch_max_wait_ms=opts.fetch_max_wait_ms, session_timeout_ms=opts.session_timeout_ms,
-            max_partition_fetch_bytes=8 * 1024 * 1024)
+            security=opts.security, max_partition_fetch_bytes=8 * 1024 * 1024)
         await consumer.start()
         reporter = asyncio.create_task(self._report(consumer))
         try:

@@ -9,17 +9,20 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from producers.kafka_options import KafkaSecurity, aiokafka_options
+
 # A destination can be retried for a long time between polls (a receiver or ClickHouse down for
 # an hour): staying in the group meanwhile beats handing the partitions to a peer that would be
 # stuck on the same destination.
 MAX_POLL_INTERVAL_MS = 24 * 3600 * 1000
 
-
 def group_consumer(bootstrap: str, group: str, topics: Sequence[str], client_id: str, *,
                    fetch_max_wait_ms: int, session_timeout_ms: int,
+                   security: KafkaSecurity | None = None,
                    **overrides: Any) -> tuple[Any, asyncio.Event]:
     """An aiokafka consumer subscribed to `topics` (not started; offsets committed by hand, from
-    the earliest offset for a new group) and an event set once the group gave it partitions."""
+    the earliest offset for a new group) and an event set once the group gave it partitions.
+    `security` None: plaintext."""
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
     joined = asyncio.Event()
@@ -36,7 +39,8 @@ def group_consumer(bootstrap: str, group: str, topics: Sequence[str], client_id:
         enable_auto_commit=False, auto_offset_reset="earliest",
         fetch_max_wait_ms=fetch_max_wait_ms, session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=max(1000, session_timeout_ms // 3),
-        max_poll_interval_ms=MAX_POLL_INTERVAL_MS, **overrides,
+        max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+        **aiokafka_options(security), **overrides,
     )
     consumer.subscribe(list(topics), listener=_Listener())
     return consumer, joined

@@ -30,12 +30,14 @@ from typing import Any
 from confluent_kafka import TopicPartition
 from quixstreams import Application, message_context
 from quixstreams.internal_consumer import InternalConsumer
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models import TopicConfig
 from quixstreams.state.memory import MemoryStore
 from quixstreams.state.rocksdb import RocksDBOptions, RocksDBStore
 
 from models.load import load_model
 from producers.contract import EVENTS_TOPIC
+from producers.kafka_options import librdkafka_options
 from streams.enrich import Enricher
 from streams.inputs import (
     IncomingDeserializer,
@@ -204,8 +206,13 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
                 user_stage.revoke(tp.partition)
         ready["pending"] = True
 
+    # One connection config (TLS, SASL) for Quix's consumer, producer and admin, and the
+    # true-end reader (TrueEndApplication copies it).
+    broker = ConnectionConfig.from_librdkafka_dict({
+        "bootstrap.servers": ",".join(settings.bootstrap_servers),
+        **librdkafka_options(settings.kafka_security)})
     app = _Application(
-        broker_address=",".join(settings.bootstrap_servers),
+        broker_address=broker,
         consumer_group=settings.app_id,
         auto_offset_reset="earliest",
         commit_interval=settings.commit_interval_s,

@@ -19,6 +19,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from producers.kafka_options import KafkaSecurity, librdkafka_options
+
 
 class LogEnds:
     """Reads true log ends with one private, group-less consumer (never commits)."""
@@ -76,11 +78,12 @@ class GroupProbe:
     clients for as many reads as needed."""
 
     def __init__(self, bootstrap: str, group: str, topics: Iterable[str],
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, security: KafkaSecurity | None = None) -> None:
         self._timeout_s = timeout_s
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+        connection = {"bootstrap.servers": bootstrap, **librdkafka_options(security)}
+        self._consumer = Consumer({**connection, "group.id": group,
                                    "enable.auto.commit": False, "log_level": 3})
-        self._ends = LogEnds({"bootstrap.servers": bootstrap}, timeout_s)
+        self._ends = LogEnds(connection, timeout_s)
         metadata = self._consumer.list_topics(timeout=timeout_s)
         self._parts = [(t, p) for t in topics if t in metadata.topics
                        for p in sorted(metadata.topics[t].partitions)]
@@ -97,10 +100,11 @@ class GroupProbe:
         self._ends.close()
 
 
-def group_positions(bootstrap: str, group: str, topics: Iterable[str],
-                    timeout_s: float = 10.0) -> dict[tuple[str, int], tuple[int, int]]:
+def group_positions(bootstrap: str, group: str, topics: Iterable[str], timeout_s: float = 10.0,
+                    security: KafkaSecurity | None = None,
+                    ) -> dict[tuple[str, int], tuple[int, int]]:
     """(committed offset or -1, true log end) for every partition of `topics`, for `group`."""
-    probe = GroupProbe(bootstrap, group, topics, timeout_s)
+    probe = GroupProbe(bootstrap, group, topics, timeout_s, security)
     try:
         return probe.positions()
     finally:
@@ -108,10 +112,10 @@ def group_positions(bootstrap: str, group: str, topics: Iterable[str],
 
 
 def wait_caught_up(bootstrap: str, group: str, topics: Iterable[str], timeout_s: float = 60.0,
-                   settle_s: float = 0.0) -> bool:
+                   settle_s: float = 0.0, security: KafkaSecurity | None = None) -> bool:
     """True once `group` has committed up to the end of every partition of `topics` (and nothing
     moved for `settle_s`); False at the deadline. A partition without data counts as done."""
-    probe = GroupProbe(bootstrap, group, topics)
+    probe = GroupProbe(bootstrap, group, topics, security=security)
     deadline = time.monotonic() + timeout_s
     stable_since: float | None = None
     last: dict[tuple[str, int], tuple[int, int]] = {}

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from producers.errors import ConfigError
+from producers.kafka_options import KafkaSecurity
 
 ENV_PREFIX = "SESSIONWATCH_"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -83,6 +84,19 @@ class Settings:
     # How long a member may go between polls (librdkafka max.poll.interval.ms, at least 60 s).
     rebalance_timeout_s: float = 60.0
     log_level: str = "info"
+
+    # -- a secured Kafka (every process that talks to it; producers/kafka_options.py) --
+    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (managed Kafka: SASL_SSL or SSL with mTLS).
+    kafka_security_protocol: str = "PLAINTEXT"
+    # TLS: the CA bundle (PEM) the brokers' certificates are verified with; empty = the system's.
+    kafka_ssl_cafile: str = ""
+    # mTLS: this client's certificate and private key (PEM).
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    # SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, and the credentials.
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: Secret = Secret()
 
     # -- the applier (`sessionwatch apply`) --
     # Redis holding the revocation keys and the apps' session stores (redis://, rediss://,
@@ -174,6 +188,7 @@ class Settings:
             raise ConfigError(
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
+        _ = self.kafka_security  # KafkaSecurity checks itself, naming the SESSIONWATCH_KAFKA_* variable
         self._check_applier()
         self._check_archiver()
         self._check_console()
@@ -289,6 +304,15 @@ class Settings:
     @property
     def caep_receiver_urls(self) -> list[str]:
         return [u.strip() for u in self.caep_receivers.split(",") if u.strip()]
+
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        """How every client of this process reaches the brokers (TLS, mTLS, SASL)."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol, cafile=self.kafka_ssl_cafile,
+            certfile=self.kafka_ssl_certfile, keyfile=self.kafka_ssl_keyfile,
+            sasl_mechanism=self.kafka_sasl_mechanism, username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password.reveal())
 
     @property
     def bootstrap_servers(self) -> list[str]:

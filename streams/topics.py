@@ -7,6 +7,7 @@ import time
 
 from producers.contract import ALL_TOPICS, EVENTS_TOPIC
 from producers.errors import SessionwatchError
+from producers.kafka_options import KafkaSecurity, kafka_python_options
 from streams.routing import by_source_topic, by_user_topic
 
 log = logging.getLogger("sessionwatch.topics")
@@ -19,7 +20,7 @@ RETENTION_CONFIG = {"retention.ms": str(7 * 86400 * 1000), "retention.bytes": "-
 
 def ensure_topics(
     bootstrap: list[str], partitions: int, replication: int = 1, timeout_s: float = 30.0,
-    app_id: str = "sessionwatch",
+    app_id: str = "sessionwatch", security: KafkaSecurity | None = None,
 ) -> int:
     """Create missing sessionwatch topics; returns the partition count of `sessionwatch.events`.
 
@@ -35,7 +36,7 @@ def ensure_topics(
     while True:
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sessionwatch-admin",
-                                     request_timeout_ms=10_000)
+                                     request_timeout_ms=10_000, **kafka_python_options(security))
             break
         except (KafkaError, OSError):
             if time.monotonic() > deadline:

@@ -49,17 +49,21 @@ class RevocationPublisher:
     """Publishes a revocation on `sessionwatch.revocations` and waits for the broker's ack."""
 
     def __init__(self, bootstrap: str,
-                 producer_factory: Callable[[], Any] | None = None) -> None:
+                 producer_factory: Callable[[], Any] | None = None, security: Any = None) -> None:
         self.bootstrap = bootstrap
+        self.security = security  # a KafkaSecurity, None: plaintext
         self._factory = producer_factory or self._kafka_producer
         self._producer: Any = None
 
     def _kafka_producer(self) -> Any:
         from kafka import KafkaProducer
 
+        from producers.kafka_options import kafka_python_options
+
         return KafkaProducer(bootstrap_servers=self.bootstrap.split(","), acks="all",
                              linger_ms=0, request_timeout_ms=int(PUBLISH_TIMEOUT_S * 1000),
-                             max_block_ms=int(PUBLISH_TIMEOUT_S * 1000))
+                             max_block_ms=int(PUBLISH_TIMEOUT_S * 1000),
+                             **kafka_python_options(self.security))
 
     def publish(self, revocation: Revocation) -> None:
         from streams.routing import output_key

@@ -114,10 +114,12 @@ def follow_archive(feed: LiveFeed, archive: Any, lookback: timedelta = timedelta
     return thread
 
 
-def follow_broker(feed: LiveFeed, bootstrap: str) -> threading.Thread:
+def follow_broker(feed: LiveFeed, bootstrap: str, security: Any = None) -> threading.Thread:
     """Read `sessionwatch.findings` and `.revocations` from their end, without a consumer group
-    (every console sees everything; nothing to commit)."""
+    (every console sees everything; nothing to commit). `security`: a KafkaSecurity or None."""
     from kafka import KafkaConsumer, TopicPartition
+
+    from producers.kafka_options import kafka_python_options
 
     feed.source = "broker"
 
@@ -126,7 +128,8 @@ def follow_broker(feed: LiveFeed, bootstrap: str) -> threading.Thread:
         while not feed.stop.is_set() and consumer is None:
             try:
                 consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","),
-                                         enable_auto_commit=False, fetch_max_wait_ms=100)
+                                         enable_auto_commit=False, fetch_max_wait_ms=100,
+                                         **kafka_python_options(security))
                 parts = [TopicPartition(t, p) for t in (FINDINGS_TOPIC, REVOCATIONS_TOPIC)
                          for p in sorted(consumer.partitions_for_topic(t) or ())]
                 if not parts:

@@ -58,13 +58,14 @@ def build_parts(settings: Any, *, use_broker: bool, hash_key: str | None = None)
     feed = LiveFeed()
     publisher = own = None
     if use_broker:
-        follow_broker(feed, settings.bootstrap)
-        publisher = RevocationPublisher(settings.bootstrap)
+        security = settings.kafka_security
+        follow_broker(feed, settings.bootstrap, security)
+        publisher = RevocationPublisher(settings.bootstrap, security=security)
         # The console's own sessions are events like any app's; a per-process key when none is
         # given (its sessions live in memory, so nothing needs to match across restarts).
         hasher = TokenHasher({"console": hash_key or secrets.token_hex(32)})
         own = OwnEvents(SessionwatchClient(settings.bootstrap, hasher,
-                                           tenant=settings.console_tenant),
+                                           tenant=settings.console_tenant, security=security),
                         tenant=settings.console_tenant)
     else:
         follow_archive(feed, archive)

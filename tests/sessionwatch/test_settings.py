@@ -284,3 +284,78 @@ def test_console_oidc_on_loopback_may_use_http():
 def test_console_oidc_client_settings_without_an_issuer_are_an_error():
     with pytest.raises(ConfigError, match="SESSIONWATCH_CONSOLE_OIDC_CLIENT_ID.*ISSUER"):
         Settings.load({"SESSIONWATCH_CONSOLE_OIDC_CLIENT_ID": "sessionwatch-console"})
+
+
+# -- a secured Kafka (SESSIONWATCH_KAFKA_*) --
+
+def test_kafka_security_from_env(tmp_path: Path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = Settings.load({
+        "SESSIONWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "SESSIONWATCH_KAFKA_SSL_CAFILE": str(ca),
+        "SESSIONWATCH_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SESSIONWATCH_KAFKA_SASL_USERNAME": "sessionwatch",
+        "SESSIONWATCH_KAFKA_SASL_PASSWORD": "s3cret-kafka-password",
+    })
+    security = settings.kafka_security
+    assert (security.protocol, security.cafile, security.sasl_mechanism, security.username,
+            security.password) == ("SASL_SSL", str(ca), "SCRAM-SHA-512", "sessionwatch",
+                                   "s3cret-kafka-password")
+    assert "s3cret" not in repr(settings) and "s3cret" not in repr(security)
+
+
+def test_kafka_security_defaults_to_plaintext():
+    assert Settings().kafka_security.protocol == "PLAINTEXT"
+    assert not Settings().kafka_security.tls
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"SESSIONWATCH_KAFKA_SECURITY_PROTOCOL": "TLS"}, "SESSIONWATCH_KAFKA_SECURITY_PROTOCOL"),
+    ({"SESSIONWATCH_KAFKA_SECURITY_PROTOCOL": "SSL",
+      "SESSIONWATCH_KAFKA_SSL_CAFILE": "/no/such.pem"}, "SESSIONWATCH_KAFKA_SSL_CAFILE"),
+    ({"SESSIONWATCH_KAFKA_SSL_CAFILE": "/etc/hostname"}, "SESSIONWATCH_KAFKA_SSL_CAFILE"),
+    ({"SESSIONWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "SESSIONWATCH_KAFKA_SASL_USERNAME": "u",
+      "SESSIONWATCH_KAFKA_SASL_PASSWORD": "p"}, "SESSIONWATCH_KAFKA_SASL_MECHANISM"),
+    ({"SESSIONWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+      "SESSIONWATCH_KAFKA_SASL_MECHANISM": "PLAIN", "SESSIONWATCH_KAFKA_SASL_USERNAME": "u"},
+     "SESSIONWATCH_KAFKA_SASL_PASSWORD"),
+])
+def test_kafka_security_errors_name_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=f"^{variable}"):
+        Settings.load(env)
+
+
+def test_kafka_flags_mirror_the_variables(monkeypatch: pytest.MonkeyPatch):
+    from sessionwatch.cli import _settings, build_parser
+
+    args = build_parser().parse_args(["worker", "--kafka-security-protocol", "SASL_PLAINTEXT",
+                                      "--kafka-sasl-mechanism", "SCRAM-SHA-256",
+                                      "--kafka-sasl-username", "svc"])
+    # no --kafka-sasl-password: a command line is visible to every user of the machine
+    with pytest.raises(ConfigError, match="SESSIONWATCH_KAFKA_SASL_PASSWORD"):
+        _settings(args)
+    monkeypatch.setenv("SESSIONWATCH_KAFKA_SASL_PASSWORD", "pw-from-env")
+    security = _settings(args).kafka_security
+    assert (security.protocol, security.sasl_mechanism, security.username) == (
+        "SASL_PLAINTEXT", "SCRAM-SHA-256", "svc")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--kafka-sasl-password", "x"])
+
+
+def test_unverifiable_broker_exits_2_naming_the_ca_setting(tmp_path: Path, capsys,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    """The pre-flight against something that is not TLS: refused, not retried for ever."""
+    import socket
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not a certificate")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        monkeypatch.setenv("SESSIONWATCH_KAFKA_SECURITY_PROTOCOL", "SSL")
+        monkeypatch.setenv("SESSIONWATCH_KAFKA_SSL_CAFILE", str(ca))
+        code = main(["worker", "--bootstrap", f"127.0.0.1:{port}"])
+    assert code == 2
+    assert "SESSIONWATCH_KAFKA_SSL_CAFILE" in capsys.readouterr().err

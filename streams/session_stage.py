@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from producers.contract import EVENTS_TOPIC, Event, Scope
+from producers.contract import EVENTS_TOPIC, Event, Finding, Revocation, Scope
 from producers.errors import InvalidEvent
 from streams.enrich import Enricher
 from streams.inputs import Incoming, decode_incoming
@@ -30,12 +31,52 @@ log = logging.getLogger("sessionwatch.worker")
 STATE_KEY = b"s"   # the session's state under its message key
 
 
+class StageMetrics(Protocol):
+    """What the stages count for Prometheus (sessionwatch/metrics.py: WorkerMetrics). The
+    stages keep feeding `WorkerStats` too: that is the periodic stats line."""
+
+    def received(self, stage: str) -> None: ...
+    def processed(self) -> None: ...
+    def duplicate(self) -> None: ...
+    def late(self, stage: str, n: int = 1) -> None: ...
+    def dead_lettered(self, stage: str, reason: str) -> None: ...
+    def decided(self, findings: Sequence[Finding], revocations: Sequence[Revocation],
+                now: float | None = None) -> None: ...
+
+
+class NoMetrics:
+    """The default: counts nothing (a worker built without a metrics endpoint, tests)."""
+
+    def received(self, stage: str) -> None:
+        pass
+
+    def processed(self) -> None:
+        pass
+
+    def duplicate(self) -> None:
+        pass
+
+    def late(self, stage: str, n: int = 1) -> None:
+        pass
+
+    def dead_lettered(self, stage: str, reason: str) -> None:
+        pass
+
+    def decided(self, findings: Sequence[Finding], revocations: Sequence[Revocation],
+                now: float | None = None) -> None:
+        pass
+
+
+NO_METRICS: StageMetrics = NoMetrics()
+
+
 class SessionStage:
     def __init__(self, pipeline: SessionPipeline, enricher: Enricher, stats: WorkerStats,
-                 by_user: str, by_source: str) -> None:
+                 by_user: str, by_source: str, metrics: StageMetrics = NO_METRICS) -> None:
         self.pipeline = pipeline
         self.enricher = enricher
         self.stats = stats
+        self.metrics = metrics
         self.by_user = by_user
         self.by_source = by_source
         self.dead_letter_log = LogLimiter()
@@ -43,14 +84,16 @@ class SessionStage:
 
     def __call__(self, value: Any, key: bytes | None, partition: int, offset: int,
                  state: Any) -> list[Output]:
-        stats = self.stats
+        stats, metrics = self.stats, self.metrics
         stats.received += 1
+        metrics.received("session")
         # Decoded by the consumer (streams/inputs.py); a tombstone (no value) arrives as None.
         incoming = value if isinstance(value, Incoming) else decode_incoming(value)
         event, value = incoming.message, incoming.raw
         if not isinstance(event, Event):
             exc = incoming.refused or InvalidEvent("invalid", "not an event")
             stats.deadlettered += 1
+            metrics.dead_lettered("session", exc.code)
             if self.dead_letter_log.allow(time.monotonic()):
                 more = self.dead_letter_log.take_suppressed()
                 log.warning("dead-lettered %s[%d]@%d: %s: %s%s", EVENTS_TOPIC, partition, offset,
@@ -73,13 +116,16 @@ class SessionStage:
             except Exception as exc:  # a bug in a detector must not stop the worker
                 log.exception("processing failed at %s[%d]@%d", EVENTS_TOPIC, partition, offset)
                 stats.deadlettered += 1
+                metrics.dead_lettered("session", "processing_error")
                 return [dead_letter(EVENTS_TOPIC, partition, offset, key, value,
                                     "processing_error", f"{type(exc).__name__}: {exc}")]
             if outcome.duplicate:
                 stats.duplicates += 1
+                metrics.duplicate()
                 return out
             session_state = outcome.state
             stats.processed += 1
+            metrics.processed()
             for finding in outcome.findings:
                 out.append(finding_output(finding))
             for revocation in outcome.revocations:
@@ -94,9 +140,12 @@ class SessionStage:
                     out.append(Output(self.by_user, note[0], note[1]))
             stats.findings += len(outcome.findings)
             stats.revocations += len(outcome.revocations)
+            if outcome.findings or outcome.revocations:
+                metrics.decided(outcome.findings, outcome.revocations)
         else:
             stats.sessionless += 1
             stats.processed += 1
+            metrics.processed()
         # for_user / for_source may mark a heartbeat in the state: write it after them.
         forward = for_user(event, value, session_state)
         if forward is not None:

@@ -15,6 +15,7 @@ from typing import Any
 from producers.contract import Event, encode
 from streams.inputs import Incoming, decode_incoming
 from streams.outputs import Output, dead_letter, finding_output, revocation_output
+from streams.session_stage import NO_METRICS, StageMetrics
 from streams.source_order import OrderedSource
 from streams.source_pipeline import SourceOutcome
 from streams.stats import WorkerStats
@@ -24,9 +25,10 @@ log = logging.getLogger("sessionwatch.worker")
 
 class SourceStage:
     def __init__(self, make_source: Callable[[], OrderedSource], stats: WorkerStats,
-                 topic: str) -> None:
+                 topic: str, metrics: StageMetrics = NO_METRICS) -> None:
         self.make_source = make_source
         self.stats = stats
+        self.metrics = metrics
         self.topic = topic
         self.partitions: dict[int, OrderedSource] = {}
 
@@ -35,6 +37,7 @@ class SourceStage:
 
     def __call__(self, value: Any, key: bytes | None, partition: int, offset: int) -> list[Output]:
         self.stats.source_events += 1
+        self.metrics.received("source")
         source = self.partitions.get(partition)
         if source is None:
             source = self.partitions[partition] = self.make_source()
@@ -48,9 +51,11 @@ class SourceStage:
         except Exception as exc:  # written by the session stage, so a failure here is a bug
             log.exception("source processing failed at %s[%d]@%d", self.topic, partition, offset)
             self.stats.deadlettered += 1
+            self.metrics.dead_lettered("source", "processing_error")
             return [dead_letter(self.topic, partition, offset, key, value, "processing_error",
                                 f"{type(exc).__name__}: {exc}")]
         self.stats.late += source.late - late
+        self.metrics.late("source", source.late - late)
         return self._outputs(released)
 
     def tick(self) -> list[Output]:
@@ -70,6 +75,7 @@ class SourceStage:
             if outcome.error is not None:
                 log.error("source processing failed on event %s: %s", event.id, outcome.error)
                 self.stats.deadlettered += 1
+                self.metrics.dead_lettered("source", "processing_error")
                 # Its input position is long committed (it waited for lateness): name the stage.
                 out.append(dead_letter(self.topic, -1, -1, None, encode(event),
                                        "processing_error", outcome.error))
@@ -78,6 +84,8 @@ class SourceStage:
             out += [revocation_output(r) for r in outcome.revocations]
             self.stats.findings += len(outcome.findings)
             self.stats.revocations += len(outcome.revocations)
+            if outcome.findings or outcome.revocations:
+                self.metrics.decided(outcome.findings, outcome.revocations)
         return out
 
     def waiting(self) -> int:

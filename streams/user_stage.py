@@ -22,6 +22,7 @@ from typing import Any
 from streams.event_clock import DueIndex, EventClock
 from streams.inputs import Incoming, decode_user_incoming
 from streams.outputs import Output, dead_letter, finding_output, revocation_output
+from streams.session_stage import NO_METRICS, StageMetrics
 from streams.stats import WorkerStats
 from streams.user_pipeline import UserOutcome, UserPipeline
 from streams.user_state import UserState, dump_user, load_user
@@ -43,9 +44,11 @@ class _Partition:
 
 class UserStage:
     def __init__(self, pipeline: UserPipeline, stats: WorkerStats, topic: str,
-                 lateness_s: float, state_for: Callable[[int, bytes, int | None], Any]) -> None:
+                 lateness_s: float, state_for: Callable[[int, bytes, int | None], Any],
+                 metrics: StageMetrics = NO_METRICS) -> None:
         self.pipeline = pipeline
         self.stats = stats
+        self.metrics = metrics
         self.topic = topic
         self.lateness_s = lateness_s
         self.state_for = state_for
@@ -65,6 +68,7 @@ class UserStage:
     def __call__(self, value: Any, key: bytes, partition: int, offset: int,
                  state: Any) -> list[Output]:
         self.stats.user_events += 1
+        self.metrics.received("user")
         part = self._partition(partition)
         now = datetime.now(UTC)
         incoming = value if isinstance(value, Incoming) else decode_user_incoming(value)
@@ -78,6 +82,7 @@ class UserStage:
         except Exception as exc:  # forwarded by the session stage, so this is a bug: go on
             log.exception("user processing failed at %s[%d]@%d", self.topic, partition, offset)
             self.stats.deadlettered += 1
+            self.metrics.dead_lettered("user", "processing_error")
             return [dead_letter(self.topic, partition, offset, key, value, "processing_error",
                                 f"{type(exc).__name__}: {exc}")]
         if arrival.duplicate or arrival.state is None:
@@ -86,6 +91,7 @@ class UserStage:
         out = self._outputs(arrival)
         if not part.clock.observe(arrival.at):
             self.stats.late += 1
+            self.metrics.late("user")
         if arrival.overflow is not None:
             out += self._finalize(user, [arrival.overflow], partition, key, now)
         out += self._finalize(user, user.take_final(part.clock.final_before(idle=False)),
@@ -135,6 +141,7 @@ class UserStage:
             log.exception("user in-order processing failed on %s[%d] key %r", self.topic,
                           partition, key[:40])
             self.stats.deadlettered += 1
+            self.metrics.dead_lettered("user", "processing_error")
             return [dead_letter(self.topic, partition, -1, key, items[0].raw,
                                 "processing_error", f"{type(exc).__name__}: {exc}")]
 
@@ -143,4 +150,6 @@ class UserStage:
         out += [revocation_output(r) for r in outcome.revocations]
         self.stats.findings += len(outcome.findings)
         self.stats.revocations += len(outcome.revocations)
+        if outcome.findings or outcome.revocations:
+            self.metrics.decided(outcome.findings, outcome.revocations)
         return out

@@ -1,0 +1,102 @@
+"""JSON log lines, and no planted secret ever reaches the log output."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from sessionwatch.logs import configure_logging, redact_text
+
+SECRETS = ("hunter2-pw", "tok-9f8e7d", "ck-c0ffee", "bearer-abc.def", "sh-secret-1", "url-pw-77",
+           "basic-dXNlcjpwYXNz", "ck-second-1")
+
+
+@pytest.fixture
+def captured():
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    out = io.StringIO()
+    yield out
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved[0]:
+        root.addHandler(handler)
+    root.setLevel(saved[1])
+
+
+def lines(out: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_json_lines_carry_the_message_position(captured):
+    configure_logging("info", "json", stream=captured)
+    log = logging.getLogger("sessionwatch.worker")
+    log.warning("dead-lettered %s", "not_json", extra={
+        "topic": "sessionwatch.events", "partition": 3, "offset": 41, "tenant": "bank-a",
+        "event_id": "e-1"})
+    log.debug("not shown at info")
+    log.info("no position here")
+    first, second = lines(captured)
+    assert first["level"] == "warning" and first["logger"] == "sessionwatch.worker"
+    assert first["message"] == "dead-lettered not_json"
+    assert (first["topic"], first["partition"], first["offset"], first["tenant"],
+            first["event_id"]) == ("sessionwatch.events", 3, 41, "bank-a", "e-1")
+    assert first["time"].endswith("Z") and "T" in first["time"]
+    assert "topic" not in second and second["message"] == "no position here"
+
+
+def test_text_format_is_the_familiar_one(captured):
+    configure_logging("info", "text", stream=captured)
+    logging.getLogger("sessionwatch.apply").info("delivered %d", 3)
+    assert captured.getvalue().rstrip().endswith(" INFO sessionwatch.apply: delivered 3")
+
+
+def test_bad_settings_name_the_flag():
+    with pytest.raises(ValueError, match="--log-format"):
+        configure_logging("info", "yaml")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="--log-level"):
+        configure_logging("loud", "text")
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_planted_secrets_never_reach_the_log(captured, enricher, fmt):
+    """A run that logs the ways code really does - args, dicts, headers, URLs, extras,
+    tracebacks, and the worker's own dead-letter lines for garbage carrying secrets - then a grep."""
+    from streams.session_stage import SessionStage
+    from streams.stats import WorkerStats
+
+    configure_logging("debug", fmt, stream=captured)
+    log = logging.getLogger("sessionwatch.test")
+    log.info("login with password=%s", "hunter2-pw")
+    log.info("request headers %s", {"Authorization": "Bearer bearer-abc.def", "Cookie": "sid=ck-c0ffee"})
+    log.info("Cookie: sid=ck-c0ffee; other=ck-second-1")
+    log.info("upstream said Authorization: Basic basic-dXNlcjpwYXNz")
+    log.warning("sink redis://app:url-pw-77@redis:6379/0 unavailable")
+    log.info("config %r", {"client_secret": "sh-secret-1", "access_token": "tok-9f8e7d"})
+    log.info("event", extra={"tenant": "t", "token": "tok-9f8e7d", "password": "hunter2-pw"})
+    try:
+        raise RuntimeError("connect failed: password='hunter2-pw'")
+    except RuntimeError:
+        log.exception("sink failed")
+    # The worker's own dead-letter log quotes what was wrong with the message.
+    stage = SessionStage(None, enricher, WorkerStats(), "u", "s")  # type: ignore[arg-type]
+    stage(b'{"schema": "sessionwatch.event/1", "token": "tok-9f8e7d", "password": "hunter2-pw"',
+          b"k", 0, 7, None)
+    stage(b'{"Authorization": "Bearer bearer-abc.def"}', b"k", 0, 8, None)
+
+    text = captured.getvalue()
+    assert text.count("\n") >= 10, text
+    leaked = [s for s in SECRETS if s in text]
+    assert not leaked, text
+    assert "[redacted]" in text
+    if fmt == "json":
+        lines(captured)  # every line is still valid JSON after redaction
+
+
+def test_redaction_leaves_ordinary_words_alone():
+    # Detector ids and counters that contain a secret word are not secrets.
+    line = "source.token_guess: 40 tokens_rejected=40 by 1.2.3.4 (session.cookie_replay)"
+    assert redact_text(line) == line

@@ -78,11 +78,17 @@ async def _main(settings: Any, options: ApplyOptions, sinks: list[Sink]) -> int:
     from producers.contract import DEADLETTER_TOPIC, REVOCATIONS_TOPIC
     from streams.topics import ensure_topics
 
-    # The topics must exist before the groups subscribe (auto-creation is off in production).
-    await asyncio.to_thread(ensure_topics, settings.bootstrap_servers, settings.partitions,
-                            settings.replication, app_id=settings.app_id,
-                            security=settings.kafka_security)
-    applier = Applier(options, sinks)
+    # The endpoint first: a taken metrics port stops the applier before Kafka is waited for.
+    applier, server = _observed_applier(settings, options, sinks)
+    try:
+        # The topics must exist before the groups subscribe (auto-creation is off in production).
+        await asyncio.to_thread(ensure_topics, settings.bootstrap_servers, settings.partitions,
+                                settings.replication, app_id=settings.app_id,
+                                security=settings.kafka_security)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, applier.stop)
@@ -96,7 +102,38 @@ async def _main(settings: Any, options: ApplyOptions, sinks: list[Sink]) -> int:
     finally:
         if runner is not None:
             await runner.cleanup()
+        if server is not None:
+            server.stop()
     return 0
+
+
+def _observed_applier(settings: Any, options: ApplyOptions, sinks: list[Sink]) -> tuple[Applier, Any]:
+    """The applier, with its metrics and health endpoint when metrics_port is set. Ready when
+    every sink's consumer has joined its group and no sink is unavailable."""
+    if not settings.metrics_port:
+        return Applier(options, sinks), None
+    from prometheus_client import CollectorRegistry
+
+    from sessionwatch.metrics import ApplierMetrics
+    from sessionwatch.observability import Health
+    from sessionwatch.run_observe import serve_metrics
+
+    metrics = ApplierMetrics(CollectorRegistry())
+    health = Health()
+    applier = Applier(options, sinks, metrics=metrics, heartbeat=health.beat)
+
+    def joined() -> tuple[bool, str]:
+        waiting = [s.name for s in sinks if s.name not in applier.joined]
+        return not waiting, f"waiting for partitions: {', '.join(waiting)}" if waiting else \
+            f"{len(sinks)} sink group(s) joined"
+
+    def available() -> tuple[bool, str]:
+        down = [name for name, s in applier.stats.items() if s.unavailable_since is not None]
+        return not down, f"unavailable (retrying): {', '.join(down)}" if down else "all available"
+
+    health.add_check("sinks joined", joined)
+    health.add_check("sinks available", available)
+    return applier, serve_metrics(settings, metrics.registry, health)
 
 
 async def _serve_transmitter(settings: Any) -> Any:

@@ -65,7 +65,33 @@ def run_archive(settings: Any) -> int:
                              batch_rows=settings.archive_batch_rows,
                              truncate_ip=bool(settings.archive_truncate_ip),
                              security=settings.kafka_security)
-    return asyncio.run(_main(settings, Archiver(options, backend, enricher(settings))))
+    archiver, server = _observed_archiver(settings, options, backend)
+    try:
+        return asyncio.run(_main(settings, archiver))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _observed_archiver(settings: Any, options: ArchiveOptions, backend: Any) -> tuple[Archiver, Any]:
+    """The archiver, with its metrics and health endpoint when metrics_port is set. Ready when
+    its group has given it partitions and the archive answered its last call."""
+    if not settings.metrics_port:
+        return Archiver(options, backend, enricher(settings)), None
+    from prometheus_client import CollectorRegistry
+
+    from sessionwatch.metrics import ArchiverMetrics
+    from sessionwatch.observability import Health
+    from sessionwatch.run_observe import serve_metrics
+
+    metrics = ArchiverMetrics(CollectorRegistry())
+    health = Health()
+    archiver = Archiver(options, backend, enricher(settings), metrics=metrics,
+                        heartbeat=health.beat)
+    health.add_check("joined", lambda: (archiver.ready.is_set(), "partitions assigned"
+                                        if archiver.ready.is_set() else "waiting for partitions"))
+    health.add_check("archive reachable", lambda: (archiver.available, backend.name))
+    return archiver, serve_metrics(settings, metrics.registry, health)
 
 
 async def _main(settings: Any, archiver: Archiver) -> int:

@@ -20,7 +20,20 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", help="Kafka host:port[,host:port] (SESSIONWATCH_BOOTSTRAP)")
     parser.add_argument("--partitions", type=int, help="partitions for new topics")
     parser.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    _observability_flags(parser)
     _kafka_flags(parser)
+
+
+def _observability_flags(parser: argparse.ArgumentParser) -> None:
+    """The long-running commands' /metrics, /healthz, /readyz and log format."""
+    parser.add_argument("--metrics-port", dest="metrics_port", type=int,
+                        help="serve /metrics, /healthz, /readyz here (SESSIONWATCH_METRICS_PORT; "
+                             "default 0 = off)")
+    parser.add_argument("--metrics-host", dest="metrics_host",
+                        help="address of the metrics port (SESSIONWATCH_METRICS_HOST; default "
+                             "127.0.0.1)")
+    parser.add_argument("--log-format", dest="log_format", choices=("text", "json"),
+                        help="log lines as text or JSON (SESSIONWATCH_LOG_FORMAT; default text)")
 
 
 # Flags mirroring the SESSIONWATCH_KAFKA_* variables; the SASL password has none (a command line
@@ -206,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "and the console's own events (default: none; the "
                                              "live feed then follows the archive)")
     console.add_argument("--log-level", dest="log_level", help="debug, info, warning, error")
+    _observability_flags(console)
     _kafka_flags(console)
     sub.add_parser("console-hash", help="read a password from stdin and print its argon2 hash "
                                         "for the console's accounts file")
@@ -224,7 +238,8 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
               "policy", "model", "redis", "apply_group", "webhook_url", "caep_receivers", "caep_key",
               "caep_issuer", "caep_port", "clickhouse", "chdb_dir", "archive_group",
               "archive_retention_days", "archive_truncate_ip", "archive_tenant_retention",
-              "console_listen", "console_accounts", *KAFKA_FLAGS)}
+              "console_listen", "console_accounts", "metrics_port", "metrics_host", "log_format",
+              *KAFKA_FLAGS)}
     flags.update(extra)
     return Settings.load(os.environ, **flags)
 
@@ -248,42 +263,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def run_worker(settings: Any) -> None:
-    from streams.engine import create_worker
-    from streams.topics import ensure_topics
+    from sessionwatch.run_worker import run_worker as run
 
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kafka_preflight(settings)
-    # The session table must have as many partitions as the events topic, whatever was asked.
-    partitions = ensure_topics(settings.bootstrap_servers, settings.partitions,
-                               settings.replication, app_id=settings.app_id,
-                               security=settings.kafka_security)
-    settings = settings.replace(partitions=partitions)
-    policy = None
-    if settings.policy:
-        from streams.policy_file import describe_policy, load_policy
-
-        policy = load_policy(settings.policy)
-        log.info("policy: %s", describe_policy(policy))
-    create_worker(settings, policy).run()
+    run(settings)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from sessionwatch.apply import run_apply
+    from sessionwatch.run_observe import setup_logging
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     kafka_preflight(settings)
     return run_apply(settings)
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
     from sessionwatch.archive import run_archive
+    from sessionwatch.run_observe import setup_logging
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     kafka_preflight(settings)
     return run_archive(settings)
 
@@ -380,6 +380,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     from sessionwatch.console.serve import run_console
+    from sessionwatch.run_observe import setup_logging
 
     settings = _settings(args)
     if not settings.clickhouse and not settings.chdb_dir:
@@ -389,8 +390,7 @@ def cmd_console(args: argparse.Namespace) -> int:
             raise SessionwatchError("no archive: give --clickhouse URL or --chdb-dir DIR (run "
                                     "`sessionwatch demo` first for the demo's archive)")
         settings = settings.replace(chdb_dir=str(DEMO_ARCHIVE))
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings)
     use_broker = args.bootstrap is not None or "SESSIONWATCH_BOOTSTRAP" in os.environ
     if use_broker:
         kafka_preflight(settings)

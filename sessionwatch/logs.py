@@ -136,4 +136,7 @@ def configure_logging(level: str | int = "info", format: Literal["text", "json"]
         old.close()
     root.addHandler(handler)
     root.setLevel(level)
+    # Python warnings (a library's DeprecationWarning at import) as log lines too: a JSON log
+    # must have no line that is not JSON.
+    logging.captureWarnings(True)
     return handler

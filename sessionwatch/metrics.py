@@ -274,7 +274,26 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            endpoint = scope.get("endpoint")
-            route = getattr(endpoint, "__name__", None) or "unmatched"
-            self.metrics.request(route, scope.get("method", "GET"), status["code"],
+            self.metrics.request(_route_name(scope), scope.get("method", "GET"), status["code"],
                                  time.perf_counter() - start)
+
+
+def _route_name(scope: dict[str, Any]) -> str:
+    """The matched endpoint's name. A middleware between us and the router that copies the
+    scope (the console's SecurityMiddleware adds the principal) hides the router's `endpoint`
+    from us, and a request refused before the router has none: then match the app's routes
+    here (a few dozen, once per request), so a refused /api/... counts under its route too."""
+    endpoint = scope.get("endpoint")
+    if endpoint is not None:
+        return getattr(endpoint, "__name__", None) or "unmatched"
+    from starlette.routing import Match
+
+    for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # noqa: BLE001 - a route that cannot judge this scope: not it
+            continue
+        if match == Match.FULL:
+            found = child.get("endpoint")
+            return getattr(found, "__name__", None) or getattr(route, "name", None) or "unmatched"
+    return "unmatched"

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from producers.errors import SessionwatchError
@@ -70,15 +70,17 @@ class WorkerProcess(ChildProcess):
     ready_pattern = rb"worker: ready"
 
     def __init__(self, bootstrap: str, log_path: Path, app_id: str = "sessionwatch-demo",
-                 partitions: int = 2, policy: Path | None = None, **settings: str) -> None:
-        """`settings`: more SESSIONWATCH_* variables without the prefix (store="rocksdb", ...)."""
+                 partitions: int = 2, policy: Path | None = None,
+                 extra_args: Sequence[str] = (), **settings: str) -> None:
+        """`settings`: more SESSIONWATCH_* variables without the prefix (store="rocksdb", ...);
+        `extra_args`: more flags (--metrics-port 9464, --log-format json, ...)."""
         env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_APP_ID": app_id,
                "SESSIONWATCH_PARTITIONS": str(partitions), "SESSIONWATCH_LOG_LEVEL": "info"}
         env.update({f"SESSIONWATCH_{k.upper()}": str(v) for k, v in settings.items()})
         args = ["worker"]
         if policy is not None:  # the worker reads --policy FILE (also SESSIONWATCH_POLICY)
             args += ["--policy", str(policy)]
-        super().__init__(args, env, log_path)
+        super().__init__([*args, *extra_args], env, log_path)
 
 
 class _ServiceProcess(ChildProcess):
@@ -88,11 +90,11 @@ class _ServiceProcess(ChildProcess):
     command = ""
 
     def __init__(self, bootstrap: str, log_path: Path, partitions: int = 2,
-                 **settings: str) -> None:
+                 extra_args: Sequence[str] = (), **settings: str) -> None:
         env = {"SESSIONWATCH_BOOTSTRAP": bootstrap, "SESSIONWATCH_PARTITIONS": str(partitions),
                "SESSIONWATCH_LOG_LEVEL": "info"}
         env.update({f"SESSIONWATCH_{k.upper()}": v for k, v in settings.items()})
-        super().__init__([self.command], env, log_path)
+        super().__init__([self.command, *extra_args], env, log_path)
 
 
 class ApplierProcess(_ServiceProcess):
@@ -119,10 +121,10 @@ class ConsoleProcess(ChildProcess):
 
     def __init__(self, log_path: Path, *, listen: str, accounts: str = "", chdb_dir: str = "",
                  clickhouse: str = "", bootstrap: str | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, extra_args: Sequence[str] = ()) -> None:
         args = ["console", "--listen", listen, "--log-level", "info"]
         args += ["--accounts", accounts] if accounts else []
         args += ["--chdb-dir", chdb_dir] if chdb_dir else ["--clickhouse", clickhouse]
         if bootstrap:
             args += ["--bootstrap", bootstrap]
-        super().__init__(args, dict(env or {}), log_path)
+        super().__init__([*args, *extra_args], dict(env or {}), log_path)

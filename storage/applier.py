@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -50,6 +50,39 @@ class ApplyOptions:
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
+class ApplyMetrics(Protocol):
+    """What the applier reports for Prometheus (sessionwatch/metrics.py: ApplierMetrics)."""
+
+    def delivered(self, sink: str, outcome: str = "delivered",
+                  delay_s: float | None = None) -> None: ...
+    def retried(self, sink: str) -> None: ...
+    def set_unavailable(self, sink: str, unavailable: bool) -> None: ...
+    def set_lag(self, topic: str, partition: int, high_watermark: int, position: int,
+                group: str = "") -> None: ...
+    def forget_partition(self, topic: str, partition: int, group: str = "") -> None: ...
+
+
+class NoApplyMetrics:
+    """The default: counts nothing (tests, an applier without a metrics port)."""
+
+    def delivered(self, sink: str, outcome: str = "delivered",
+                  delay_s: float | None = None) -> None:
+        pass
+
+    def retried(self, sink: str) -> None:
+        pass
+
+    def set_unavailable(self, sink: str, unavailable: bool) -> None:
+        pass
+
+    def set_lag(self, topic: str, partition: int, high_watermark: int, position: int,
+                group: str = "") -> None:
+        pass
+
+    def forget_partition(self, topic: str, partition: int, group: str = "") -> None:
+        pass
+
+
 @dataclass
 class SinkStats:
     delivered: int = 0        # written or sent
@@ -70,12 +103,20 @@ class SinkStats:
 class Applier:
     """Runs one consumer loop per sink until `stop()`."""
 
-    def __init__(self, options: ApplyOptions, sinks: Sequence[Sink]) -> None:
+    def __init__(self, options: ApplyOptions, sinks: Sequence[Sink], *,
+                 metrics: ApplyMetrics | None = None,
+                 heartbeat: Callable[[], None] | None = None) -> None:
+        """`metrics`: counters and lag for Prometheus; `heartbeat`: called every second while
+        the event loop turns (liveness; a sink retrying for an hour is alive, just not ready)."""
         if not sinks:
             raise ValueError("at least one sink is needed")
         self.options = options
         self.sinks = list(sinks)
         self.stats = {sink.name: SinkStats() for sink in self.sinks}
+        self.metrics: ApplyMetrics = metrics or NoApplyMetrics()
+        self.heartbeat = heartbeat
+        self.joined: set[str] = set()           # sinks whose consumer has its partitions
+        self._consumers: dict[str, Any] = {}
         self._stopping = asyncio.Event()
         self._producer: Any = None
         self.ready = asyncio.Event()   # set once every sink's consumer has its partitions
@@ -95,6 +136,7 @@ class Applier:
             tasks = [asyncio.create_task(self._run_sink(sink, done), name=f"apply-{sink.name}")
                      for sink, done in zip(self.sinks, joined, strict=True)]
             tasks.append(asyncio.create_task(self._report(), name="apply-report"))
+            tasks.append(asyncio.create_task(self._observe(), name="apply-observe"))
             ready = asyncio.create_task(self._wait_ready(joined))
             stopping = asyncio.create_task(self._stopping.wait())
             # A sink loop that dies (a bug, a broker gone for good) stops the process: a
@@ -124,9 +166,12 @@ class Applier:
             session_timeout_ms=opts.session_timeout_ms, security=opts.security)
         await sink.start()
         await consumer.start()
+        self._consumers[sink.name] = consumer
+        self.metrics.set_unavailable(sink.name, False)
         try:
             await assigned.wait()
             joined.set()
+            self.joined.add(sink.name)
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 for tp, messages in batches.items():
@@ -135,6 +180,8 @@ class Applier:
                     await commit(consumer, {tp: messages[-1].offset + 1}, log,
                                  f"apply {sink.name}")
         finally:
+            self.joined.discard(sink.name)
+            self._consumers.pop(sink.name, None)
             await consumer.stop()
             await sink.close()
 
@@ -156,8 +203,10 @@ class Applier:
                 raise
             except Exception as exc:  # noqa: BLE001 - anything else: the receiver may recover
                 stats.retries += 1
+                self.metrics.retried(sink.name)
                 if stats.unavailable_since is None:
                     stats.unavailable_since = time.monotonic()
+                    self.metrics.set_unavailable(sink.name, True)
                 kind = "unavailable" if isinstance(exc, RetryableError) else "failed"
                 delay = backoff.next()
                 log.warning("apply %s: %s %s[%d]@%d (%s: %s); retrying in %.1f s", sink.name, kind,
@@ -170,15 +219,20 @@ class Applier:
             log.info("apply %s: available again after %.1f s", sink.name,
                      time.monotonic() - stats.unavailable_since)
             stats.unavailable_since = None
+            self.metrics.set_unavailable(sink.name, False)
         if changed:
             stats.delivered += 1
-            stats.delays.append(time.time() - revocation.decided_at.timestamp())
+            delay = time.time() - revocation.decided_at.timestamp()
+            stats.delays.append(delay)
             del stats.delays[:-1000]
+            self.metrics.delivered(sink.name, "delivered", delay)
         else:
             stats.unchanged += 1
+            self.metrics.delivered(sink.name, "unchanged")
 
     async def _dead_letter(self, sink: Sink, message: Any, reason: str, detail: str) -> None:
         self.stats[sink.name].dead_lettered += 1
+        self.metrics.delivered(sink.name, "dead_lettered")
         record = DeadLetter(
             reason=reason, detail=detail[:2000], topic=message.topic,
             partition=message.partition, offset=message.offset,
@@ -190,6 +244,30 @@ class Applier:
                     message.partition, message.offset, reason, detail[:200])
         # Awaited before the offset can be committed: a refused revocation is never lost.
         await self._producer.send_and_wait(DEADLETTER_TOPIC, encode(record), key=message.key)
+
+    async def _observe(self) -> None:
+        """Every second: the heartbeat, and each sink group's lag per partition from the high
+        watermark of its last Fetch (aiokafka's `highwater`) minus its position."""
+        reported: dict[str, set[Any]] = {}
+        while True:
+            if self.heartbeat is not None:
+                self.heartbeat()
+            for name, consumer in list(self._consumers.items()):
+                group = f"{self.options.group}-{name}"
+                owned = set(consumer.assignment())
+                for tp in reported.get(name, set()) - owned:
+                    self.metrics.forget_partition(tp.topic, tp.partition, group)
+                reported[name] = owned
+                for tp in owned:
+                    high = consumer.highwater(tp)
+                    if high is None:
+                        continue
+                    try:
+                        position = await asyncio.wait_for(consumer.position(tp), 0.5)
+                    except Exception:  # noqa: BLE001 - revoked or not known yet: next second
+                        continue
+                    self.metrics.set_lag(tp.topic, tp.partition, high, position, group)
+            await asyncio.sleep(1.0)
 
     async def _report(self) -> None:
         while True:

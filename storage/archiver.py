@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -58,6 +58,37 @@ class ArchiveOptions:
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
+class ArchiveMetrics(Protocol):
+    """What the archiver reports for Prometheus (sessionwatch/metrics.py: ArchiverMetrics)."""
+
+    def inserted(self, table: str, rows: int, seconds: float) -> None: ...
+    def insert_failed(self, table: str) -> None: ...
+    def set_lag(self, topic: str, partition: int, high_watermark: int, position: int,
+                group: str = "") -> None: ...
+    def forget_partition(self, topic: str, partition: int, group: str = "") -> None: ...
+
+
+class NoArchiveMetrics:
+    """The default: counts nothing (tests, an archiver without a metrics port)."""
+
+    def inserted(self, table: str, rows: int, seconds: float) -> None:
+        pass
+
+    def insert_failed(self, table: str) -> None:
+        pass
+
+    def set_lag(self, topic: str, partition: int, high_watermark: int, position: int,
+                group: str = "") -> None:
+        pass
+
+    def forget_partition(self, topic: str, partition: int, group: str = "") -> None:
+        pass
+
+
+# How often the observe task asks the archive `SELECT 1` (readiness: the archive reachable).
+PROBE_EVERY_S = 10.0
+
+
 @dataclass
 class ArchiveStats:
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES.values(), 0))
@@ -81,10 +112,18 @@ class Archiver:
     """Consume, convert, insert, then commit: until `stop()`."""
 
     def __init__(self, options: ArchiveOptions, backend: ArchiveBackend,
-                 enrich: Callable[[Event], Mapping[str, str]] | None = None) -> None:
+                 enrich: Callable[[Event], Mapping[str, str]] | None = None, *,
+                 metrics: ArchiveMetrics | None = None,
+                 heartbeat: Callable[[], None] | None = None) -> None:
+        """`metrics`: rows, inserts and lag for Prometheus; `heartbeat`: called every second
+        while the event loop turns (liveness; an archive down for an hour is not death)."""
         self.options = options
         self.backend = backend
         self.enrich = enrich
+        self.metrics: ArchiveMetrics = metrics or NoArchiveMetrics()
+        self.heartbeat = heartbeat
+        # The archive answered the last call (insert, migrate or probe): readiness.
+        self.available = False
         self.stats = ArchiveStats()
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -108,6 +147,7 @@ class Archiver:
             security=opts.security, max_partition_fetch_bytes=8 * 1024 * 1024)
         await consumer.start()
         reporter = asyncio.create_task(self._report(consumer))
+        observer = asyncio.create_task(self._observe(consumer))
         try:
             await joined.wait()
             self.ready.set()
@@ -138,6 +178,7 @@ class Archiver:
                 await self._write(consumer, batch)
         finally:
             reporter.cancel()
+            observer.cancel()
             await consumer.stop()
             await self.db_call(self.backend.close)
             self._db.shutdown(wait=True)
@@ -165,18 +206,27 @@ class Archiver:
     async def _flush(self, batch: _Batch) -> None:
         for table, rows in batch.rows.items():
             if rows:
-                await self._retrying(lambda t=table, r=rows: self.backend.insert(t, r),
-                                     f"insert into {table}")
+                await self._retrying(lambda t=table, r=rows: self._insert(t, r),
+                                     f"insert into {table}", table)
                 self.stats.rows[table] += len(rows)
         self.stats.batches += 1
 
-    async def _retrying(self, fn: Callable[[], Any], what: str) -> Any:
+    def _insert(self, table: str, rows: list[dict[str, Any]]) -> int:
+        started = time.perf_counter()
+        inserted = self.backend.insert(table, rows)
+        self.metrics.inserted(table, len(rows), time.perf_counter() - started)
+        return inserted
+
+    async def _retrying(self, fn: Callable[[], Any], what: str, table: str | None = None) -> Any:
         backoff = Backoff(self.options.backoff_s, self.options.backoff_max_s)
         down_since: float | None = None
         while True:
             try:
                 result = await self.db_call(fn)
             except ArchiveUnavailable as exc:
+                self.available = False
+                if table is not None:
+                    self.metrics.insert_failed(table)
                 self.stats.retries += 1
                 if down_since is None:
                     down_since = time.monotonic()
@@ -186,7 +236,41 @@ class Archiver:
                 continue
             if down_since is not None:
                 log.info("archive: available again after %.1f s", time.monotonic() - down_since)
+            self.available = True
             return result
+
+    async def _observe(self, consumer: Any) -> None:
+        """Every second: the heartbeat and the lag per partition (the high watermark of the last
+        Fetch minus the position); every PROBE_EVERY_S a `SELECT 1` to the archive."""
+        group = self.options.group
+        reported: set[Any] = set()
+        last_probe = time.monotonic()
+        while True:
+            if self.heartbeat is not None:
+                self.heartbeat()
+            owned = set(consumer.assignment())
+            for tp in reported - owned:
+                self.metrics.forget_partition(tp.topic, tp.partition, group)
+            reported = owned
+            for tp in owned:
+                high = consumer.highwater(tp)
+                if high is None:
+                    continue
+                try:
+                    position = await asyncio.wait_for(consumer.position(tp), 0.5)
+                except Exception:  # noqa: BLE001 - revoked or not known yet: next second
+                    continue
+                self.metrics.set_lag(tp.topic, tp.partition, high, position, group)
+            if time.monotonic() - last_probe >= PROBE_EVERY_S:
+                last_probe = time.monotonic()
+                try:
+                    await self.db_call(self.backend.query, "SELECT 1")
+                    self.available = True
+                except Exception as exc:  # noqa: BLE001 - any failure: not reachable
+                    if self.available:
+                        log.warning("archive: probe failed (%s: %s)", type(exc).__name__, exc)
+                    self.available = False
+            await asyncio.sleep(1.0)
 
     async def _report(self, consumer: Any) -> None:
         last = dict(self.stats.rows)

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import TopicPartition
 from quixstreams import Application, message_context
@@ -52,7 +52,7 @@ from streams.outputs import Output, dead_letter
 from streams.pipeline import SessionPipeline
 from streams.policy import Policy
 from streams.routing import by_source_topic, by_user_topic
-from streams.session_stage import SessionStage
+from streams.session_stage import NO_METRICS, SessionStage, StageMetrics
 from streams.settings import Settings
 from streams.source_order import OrderedSource
 from streams.source_pipeline import SourcePipeline
@@ -153,6 +153,15 @@ class _Application(TrueEndApplication):
         return self._consumer
 
 
+class WorkerObserver(Protocol):
+    """Hooks for the process's metrics and health (sessionwatch/run_worker.py): `tick` on every
+    pass of the processing loop (between messages; not during state recovery, which blocks the
+    loop), `revoked` for every partition taken away."""
+
+    def tick(self, worker: Worker) -> None: ...
+    def revoked(self, topic: str, partition: int) -> None: ...
+
+
 @dataclass
 class Worker:
     app: _Application
@@ -161,6 +170,16 @@ class Worker:
     user_stage: UserStage
     source_stage: SourceStage
     assignment: set[tuple[str, int]] = field(default_factory=set)
+    # The topics the stages read (not the changelogs): what consumer lag is measured on.
+    input_topics: tuple[str, ...] = ()
+
+    @property
+    def recovering(self) -> bool:
+        return self.app.recovering
+
+    def input_partitions(self) -> list[tuple[str, int]]:
+        owned = set(self.assignment)  # one C-level copy: readable from another thread (/readyz)
+        return sorted((t, p) for t, p in owned if t in self.input_topics)
 
     def run(self) -> None:
         from streams import diagnostics
@@ -169,7 +188,11 @@ class Worker:
         self.app.run()
 
 
-def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
+def create_worker(settings: Settings, policy: Policy | None = None, *,
+                  metrics: StageMetrics = NO_METRICS,
+                  observer: WorkerObserver | None = None) -> Worker:
+    """`metrics`: what the stages count (sessionwatch/metrics.py: WorkerMetrics); `observer`:
+    lag and health hooks. Both default to nothing (tests, benchmarks)."""
     policy = policy or Policy()
     # The learned score: verified before anything else starts (a bad artefact is refused with
     # a message naming the file), then reloadable (streams/model_reload.py).
@@ -204,6 +227,8 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
                 source_stage.revoke(tp.partition)
             elif tp.topic == by_user:
                 user_stage.revoke(tp.partition)
+            if observer is not None:
+                observer.revoked(tp.topic, tp.partition)
         ready["pending"] = True
 
     # One connection config (TLS, SASL) for Quix's consumer, producer and admin, and the
@@ -267,17 +292,17 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
     session_stage = SessionStage(
         SessionPipeline(enricher, policy, session_ttl_s=settings.session_ttl_s,
                         track_behaviour=model is not None), enricher, stats,
-        by_user, by_source)
+        by_user, by_source, metrics=metrics)
     user_pipeline = UserPipeline(enricher, policy, model=model)
     reloader = ModelReloader(settings.model, model, user_pipeline.set_model) \
         if model is not None else None
     if reloader is not None:
         reloader.install()
     user_stage = UserStage(user_pipeline, stats, by_user,
-                           settings.allowed_lateness_s, user_state_for)
+                           settings.allowed_lateness_s, user_state_for, metrics=metrics)
     source_stage = SourceStage(
         lambda: OrderedSource(SourcePipeline(enricher, policy), settings.allowed_lateness_s),
-        stats, by_source)
+        stats, by_source, metrics=metrics)
 
     def session_step(value: Any, key: Any, _ts: int, _headers: Any, state: Any) -> None:
         ctx = message_context()
@@ -296,7 +321,8 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
     sources.update(source_step, metadata=True)
 
     worker = Worker(app=app, stats=stats, session_stage=session_stage, user_stage=user_stage,
-                    source_stage=source_stage, assignment=assignment)
+                    source_stage=source_stage, assignment=assignment,
+                    input_topics=(EVENTS_TOPIC, by_user, by_source))
     last = {"at": time.monotonic(), "received": 0, "tick": 0.0}
 
     def periodic() -> None:
@@ -313,6 +339,8 @@ def create_worker(settings: Settings, policy: Policy | None = None) -> Worker:
             produce(source_stage.tick())
         if reloader is not None:
             reloader.poll(now)
+        if observer is not None:
+            observer.tick(worker)
         if now - last["at"] >= 30.0:
             rate = (stats.received - last["received"]) / (now - last["at"])
             last.update(at=now, received=stats.received)

@@ -42,6 +42,7 @@ class Secret:
 
 STORES = ("memory", "rocksdb")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,15 @@ class Settings:
     # How long a member may go between polls (librdkafka max.poll.interval.ms, at least 60 s).
     rebalance_timeout_s: float = 60.0
     log_level: str = "info"
+    # "text" (time LEVEL logger: message) or "json" (one object per line: README "Metrics,
+    # health and logs").
+    log_format: str = "text"
+    # /metrics, /healthz, /readyz of this process (sessionwatch/observability.py). 0 = off: a
+    # default port would clash as soon as two processes run on one machine (tests, a second
+    # worker), so each deployment names its own (docker-compose.yml: 9464..9467).
+    metrics_port: int = 0
+    # Loopback unless the operator says otherwise (compose: 0.0.0.0, for Prometheus's container).
+    metrics_host: str = "127.0.0.1"
 
     # -- a secured Kafka (every process that talks to it; producers/kafka_options.py) --
     # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (managed Kafka: SASL_SSL or SSL with mTLS).
@@ -188,6 +198,7 @@ class Settings:
             raise ConfigError(
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
+        self._check_observability()
         _ = self.kafka_security  # KafkaSecurity checks itself, naming the SESSIONWATCH_KAFKA_* variable
         self._check_applier()
         self._check_archiver()
@@ -199,6 +210,24 @@ class Settings:
             path = getattr(self, name)
             if path and not Path(path).is_file():
                 raise ConfigError(f"{name}: no such file {path!r}; give a path or leave it empty")
+
+    def _check_observability(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"{_env('log_format')}: {self.log_format!r} is not one of "
+                              f"{', '.join(LOG_FORMATS)}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"{_env('metrics_port')}: {self.metrics_port} is not 0 (off) or a "
+                              "TCP port (1-65535)")
+        host = self.metrics_host.strip("[]")
+        if not host:
+            raise ConfigError(f"{_env('metrics_host')}: empty; give an address to listen on "
+                              "(127.0.0.1, or 0.0.0.0 for every interface)")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not all(p.replace("-", "").isalnum() for p in host.split(".")):
+                raise ConfigError(f"{_env('metrics_host')}: {self.metrics_host!r} is not a host "
+                                  "name or address") from None
 
     def _check_applier(self) -> None:
         if self.redis and not self.redis.startswith(REDIS_SCHEMES):

@@ -3,6 +3,9 @@ with the archive, the live feed and the acts it shares between requests."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,10 @@ class ConsoleParts:
     secure_cookies: bool = True
     city_db: str = ""
     oidc: OidcClient | None = None    # single sign-on, when an OIDC provider is configured
+    # Prometheus (sessionwatch/metrics.py: ConsoleMetrics) and the liveness heartbeat, when the
+    # console has a metrics port (serve.py); beaten every second from the event loop.
+    metrics: Any = None
+    heartbeat: Callable[[], None] | None = None
 
 
 def create_app(parts: ConsoleParts) -> Starlette:
@@ -58,7 +65,8 @@ def create_app(parts: ConsoleParts) -> Starlette:
               *pages.ROUTES,
               *api.ROUTES, Mount("/static", StaticFiles(directory=str(STATIC)), name="static")]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error,
-                                                       Exception: _server_error})
+                                                       Exception: _server_error},
+                    lifespan=_beating(parts.heartbeat) if parts.heartbeat else None)
     app.state.archive = parts.archive
     app.state.feed = parts.feed
     app.state.auth = parts.auth
@@ -67,7 +75,31 @@ def create_app(parts: ConsoleParts) -> Starlette:
     app.state.city_db = parts.city_db
     app.add_middleware(SecurityMiddleware, auth=parts.auth, secure_cookies=parts.secure_cookies,
                        own_events=parts.own_events)
+    if parts.metrics is not None:
+        from sessionwatch.metrics import RequestMetricsMiddleware
+
+        # Outermost (added last): refused sign-ins and CSRF failures are counted too.
+        app.add_middleware(RequestMetricsMiddleware, metrics=parts.metrics)
     return app
+
+
+def _beating(heartbeat: Callable[[], None]) -> Callable[[Any], Any]:
+    """A lifespan that beats while the event loop turns (a wedged loop stops the beat)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        async def beat() -> None:
+            while True:
+                heartbeat()
+                await asyncio.sleep(1.0)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    return lifespan
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from producers.errors import ConfigError
@@ -82,18 +83,66 @@ def run_console(settings: Any, *, use_broker: bool, hash_key: str | None = None)
     from sessionwatch.console.app import create_app
 
     parts = build_parts(settings, use_broker=use_broker, hash_key=hash_key)
+    stop_metrics = _observe(settings, parts)
     host, _, port = settings.console_listen.rpartition(":")
     log.info("console on http://%s:%s (archive %s, live feed from the %s, revocations by hand %s)",
              host, port, parts.archive.name, parts.feed.source,
              "on" if parts.publisher else "off: no --bootstrap")
     try:
         uvicorn.run(create_app(parts), host=host.strip("[]"), port=int(port),
-                    log_level=settings.log_level, access_log=False, server_header=False)
+                    log_level=settings.log_level, access_log=False, server_header=False,
+                    log_config=None)  # its lines go through ours (JSON, redaction)
     finally:
         parts.feed.close()
         if parts.publisher is not None:
             parts.publisher.close()
         if parts.own_events is not None:
             parts.own_events.client.close()
+        if stop_metrics is not None:
+            stop_metrics()
         parts.archive.close()
     return 0
+
+
+# How often the metrics side asks the archive `SELECT 1` (readiness: the archive reachable).
+PROBE_EVERY_S = 10.0
+
+
+def _observe(settings: Any, parts: Any) -> Callable[[], None] | None:
+    """Request metrics and /healthz, /readyz on the console's own metrics port (never on the
+    console's port: a scrape must not need a sign-in, nor the console expose its metrics)."""
+    if not settings.metrics_port:
+        return None
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from sessionwatch.metrics import ConsoleMetrics
+    from sessionwatch.observability import Health
+    from sessionwatch.run_observe import serve_metrics
+
+    parts.metrics = ConsoleMetrics(CollectorRegistry())
+    health = Health()
+    parts.heartbeat = health.beat
+    reachable = {"ok": False, "detail": "not probed yet"}
+    stop = threading.Event()
+
+    def probe() -> None:
+        while True:
+            try:
+                parts.archive.query("SELECT 1")
+                reachable.update(ok=True, detail=f"{parts.archive.name} answers")
+            except Exception as exc:  # noqa: BLE001 - any failure: not reachable
+                reachable.update(ok=False, detail=f"{type(exc).__name__}: {exc}")
+            if stop.wait(PROBE_EVERY_S):
+                return
+
+    health.add_check("archive reachable", lambda: (reachable["ok"], reachable["detail"]))
+    server = serve_metrics(settings, parts.metrics.registry, health)
+    threading.Thread(target=probe, name="console-probe", daemon=True).start()
+
+    def stop_all() -> None:
+        stop.set()
+        server.stop()
+
+    return stop_all

@@ -359,3 +359,57 @@ def test_unverifiable_broker_exits_2_naming_the_ca_setting(tmp_path: Path, capsy
         code = main(["worker", "--bootstrap", f"127.0.0.1:{port}"])
     assert code == 2
     assert "SESSIONWATCH_KAFKA_SSL_CAFILE" in capsys.readouterr().err
+
+
+def test_observability_settings_are_checked_naming_the_variable():
+    from streams.settings import Settings
+
+    assert (Settings().metrics_port, Settings().metrics_host, Settings().log_format) == (
+        0, "127.0.0.1", "text")
+    env = {"SESSIONWATCH_METRICS_PORT": "9464", "SESSIONWATCH_METRICS_HOST": "0.0.0.0",
+           "SESSIONWATCH_LOG_FORMAT": "json"}
+    loaded = Settings.load(env)
+    assert (loaded.metrics_port, loaded.metrics_host, loaded.log_format) == (9464, "0.0.0.0", "json")
+    for var, bad in (("SESSIONWATCH_METRICS_PORT", "70000"), ("SESSIONWATCH_METRICS_PORT", "-1"),
+                     ("SESSIONWATCH_METRICS_PORT", "http"), ("SESSIONWATCH_METRICS_HOST", ""),
+                     ("SESSIONWATCH_METRICS_HOST", "a b"), ("SESSIONWATCH_LOG_FORMAT", "xml")):
+        with pytest.raises(ConfigError, match=var):
+            Settings.load({var: bad})
+
+
+def test_observability_flags_on_every_long_running_command():
+    from sessionwatch.cli import _settings, build_parser
+
+    for command in ("worker", "apply", "archive", "console"):
+        args = build_parser().parse_args([command, "--metrics-port", "9470", "--metrics-host",
+                                          "::1", "--log-format", "json"])
+        settings = _settings(args)
+        assert (settings.metrics_port, settings.metrics_host, settings.log_format) == (
+            9470, "::1", "json"), command
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--log-format", "xml"])
+
+
+def test_a_taken_metrics_port_exits_2_naming_the_setting(capsys):
+    import logging
+    import socket
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # Nothing listens on the bootstrap: the port is refused before Kafka is asked anything.
+        try:
+            code = main(["worker", "--bootstrap", "127.0.0.1:1", "--metrics-port", str(port)])
+        finally:  # the command configured the process's logging: give pytest's back
+            for handler in list(root.handlers):
+                root.removeHandler(handler)
+            for handler in handlers:
+                root.addHandler(handler)
+            root.setLevel(level)
+            logging.captureWarnings(False)
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "SESSIONWATCH_METRICS_PORT" in err and f"127.0.0.1:{port}" in err

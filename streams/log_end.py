@@ -12,6 +12,7 @@ fetch costs one round trip.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,8 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from producers.kafka_options import KafkaSecurity, librdkafka_options
+
+LIBRDKAFKA_LOG = logging.getLogger("sessionwatch.librdkafka")
 
 
 class LogEnds:
@@ -30,7 +33,10 @@ class LogEnds:
                 if k.startswith(("bootstrap.", "security.", "ssl.", "sasl."))}
         conf.update({"group.id": f"sessionwatch-log-end-{uuid.uuid4()}",
                      "enable.auto.commit": False, "enable.partition.eof": False,
-                     "fetch.wait.max.ms": 10, "log_level": 3})
+                     "fetch.wait.max.ms": 10, "log_level": 3,
+                     # librdkafka's own lines through Python logging (JSON logs, redaction),
+                     # not raw text on stderr
+                     "logger": LIBRDKAFKA_LOG})
         self._consumer = Consumer(conf)
         self._timeout_s = timeout_s
 
@@ -82,7 +88,8 @@ class GroupProbe:
         self._timeout_s = timeout_s
         connection = {"bootstrap.servers": bootstrap, **librdkafka_options(security)}
         self._consumer = Consumer({**connection, "group.id": group,
-                                   "enable.auto.commit": False, "log_level": 3})
+                                   "enable.auto.commit": False, "log_level": 3,
+                                   "logger": LIBRDKAFKA_LOG})
         self._ends = LogEnds(connection, timeout_s)
         metadata = self._consumer.list_topics(timeout=timeout_s)
         self._parts = [(t, p) for t in topics if t in metadata.topics

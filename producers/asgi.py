@@ -54,18 +54,30 @@ from starsessions import get_session_handler, load_session, regenerate_session_i
 from starsessions.session import SessionHandler
 from starsessions.stores.redis import RedisStore
 
-from producers import session_index
 from producers.client import SessionwatchClient
 from producers.enforcement import (
+    AUTH_AT_KEY,
     REFUSED_MESSAGE,
     SIGNED_OUT_MESSAGE,
+    USER_KEY,
     AsyncEnforcer,
     Outcome,
+    RequestState,
     Verdict,
+    check_blocked_status,
+    event_session,
+    forget_pipe,
+    index_not_updated,
+    log_refusal,
     names_html,
+    refusal_body,
+    reindex_pipe,
+    retry_after,
+    unknown_session_verdict,
 )
+from producers.enforcement import as_number as _number
+from producers.enforcement import as_str as _str
 from producers.errors import ConfigError
-from producers.hashing import TokenHasher
 
 __all__ = [
     "AUTH_AT_KEY",
@@ -81,8 +93,6 @@ __all__ = [
 
 log = logging.getLogger("sessionwatch.asgi")
 
-USER_KEY = "_sw_user"          # who the session belongs to (set by login())
-AUTH_AT_KEY = "_sw_auth_at"    # when it was authenticated, epoch seconds (user not_before)
 SCOPE_KEY = "sessionwatch"     # where this request's state lives in the ASGI scope
 
 StepUpHook = Callable[[Request], Awaitable[Response]]
@@ -90,17 +100,8 @@ ClientIp = Callable[[HTTPConnection], str | None]
 
 
 @dataclass
-class _RequestState:
-    watch: SessionWatchMiddleware
-    presented: str | None = None   # the session id the client sent, if any
-    known: bool = False            # it named a stored session
-    handled: bool = False          # an event for this request was already emitted
-    # `presented` under every hash key, current first: computed once for the check and reused
-    # by this request's event and index updates (an HMAC per use saved on every request).
-    hashes: list[str] = field(default_factory=list)
-
-    def hash_of(self, hasher: TokenHasher, token: str) -> str:
-        return self.hashes[0] if self.hashes and token == self.presented else hasher.hash(token)
+class _RequestState(RequestState):
+    watch: SessionWatchMiddleware = field(kw_only=True)
 
 
 class SessionWatchMiddleware:
@@ -122,8 +123,7 @@ class SessionWatchMiddleware:
         lives in, for the index to name its records). Configure it to fail fast (short socket
         timeouts, `retry=Retry(NoBackoff(), 1)`): redis-py's default retries cost seconds per
         command when Redis is down, on every request, before `fail_open` lets it through."""
-        if blocked_status not in (403, 429):
-            raise ConfigError("blocked_status: 403 or 429")
+        check_blocked_status(blocked_status)
         self.app = app
         self.client = client
         self.redis = redis
@@ -150,7 +150,7 @@ class SessionWatchMiddleware:
         conn = Request(scope, receive) if scope["type"] == "http" else HTTPConnection(scope)
         handler = get_session_handler(conn)
         _store(handler)
-        state = _RequestState(self)
+        state = _RequestState(watch=self)
         scope[SCOPE_KEY] = state
         await load_session(conn)  # starsessions loads lazily; a no-op if already loaded
 
@@ -182,15 +182,11 @@ class SessionWatchMiddleware:
         state.known = bool(session)  # a stored record always holds data; a missing one loads {}
         hashes = state.hashes = self.client.hasher.hashes(presented)
         if not state.known:
-            # No such session in the store. Revoked (the applier deleted its record): tell the
-            # user to sign in again, the same as a live revoked session. Otherwise an id we
-            # never issued, or whose session expired.
-            verdict = await self.enforcer.check(sessions=hashes, ip=self._ip(conn))
-            if verdict.outcome in (Outcome.REVOKED, Outcome.STEP_UP):
-                return await self._refuse(Verdict(Outcome.REVOKED, verdict.revocation_id),
-                                          conn, handler, state)
-            if verdict.outcome is Outcome.BLOCKED:
-                return await self._refuse(verdict, conn, handler, state)
+            # No such session in the store (revoked, or never issued, or expired).
+            refusal = unknown_session_verdict(
+                await self.enforcer.check(sessions=hashes, ip=self._ip(conn)))
+            if refusal is not None:
+                return await self._refuse(refusal, conn, handler, state)
             self._emit_token(conn, self.client.token_rejected, presented,
                              attrs={"reason": "unknown"})
             state.handled = True
@@ -225,12 +221,12 @@ class SessionWatchMiddleware:
     async def _refuse(self, verdict: Verdict, conn: HTTPConnection, handler: SessionHandler,
                       state: _RequestState) -> Response:
         state.handled = True
-        log.info("sessionwatch: request refused (%s, revocation %s)", verdict.outcome.value,
-                 verdict.revocation_id)
+        log_refusal(log, verdict)
         if verdict.outcome is Outcome.BLOCKED:
             response = _message(REFUSED_MESSAGE, self.blocked_status)
-            if self.blocked_status == 429 and verdict.retry_after_s:
-                response.headers["Retry-After"] = str(verdict.retry_after_s)
+            retry = retry_after(verdict, self.blocked_status)
+            if retry is not None:
+                response.headers["Retry-After"] = retry
             return response
         if (verdict.outcome is Outcome.STEP_UP and self.on_step_up is not None
                 and isinstance(conn, Request)):
@@ -241,10 +237,9 @@ class SessionWatchMiddleware:
                          attrs={"reason": "revoked"})
         state.known = False
         session = conn.session
-        pipe = self.redis.pipeline(transaction=False)
-        session_index.forget(pipe, self.tenant, state.hash_of(self.client.hasher, presented),
-                             _str(session.get(USER_KEY)))
-        await _best_effort(pipe)
+        await _best_effort(forget_pipe(self.redis, self.tenant,
+                                       state.hash_of(self.client.hasher, presented),
+                                       _str(session.get(USER_KEY))))
         session.clear()
         # starsessions clears the cookie and deletes the record of a session emptied during the
         # request - unless it was empty when loaded (no record found). Clear that cookie too.
@@ -271,10 +266,8 @@ class SessionWatchMiddleware:
     def _emit_token(self, conn: HTTPConnection, method: Callable[..., Any], token: str | None,
                     **kw: Any) -> None:
         state = conn.scope.get(SCOPE_KEY)
-        if token is not None and isinstance(state, _RequestState):
-            kw["session"] = state.hash_of(self.client.hasher, token)
-        else:
-            kw["session_token"] = token
+        event_session(kw, state if isinstance(state, _RequestState) else None, self.client.hasher,
+                      token)
         try:
             method(ip=self._ip(conn), user_agent=conn.headers.get("user-agent"), **kw)
         except Exception:  # noqa: BLE001 - telemetry must never break a request
@@ -296,12 +289,10 @@ async def login(request: HTTPConnection, user: str) -> None:
     new = regenerate_session_id(request)
     if previous is not None:
         await handler.store.remove(previous)  # starsessions keeps the old record otherwise
-    pipe = watch.redis.pipeline(transaction=False)
-    if previous is not None:
-        session_index.forget(pipe, watch.tenant, watch.client.hasher.hash(previous), old_user)
-    session_index.record(pipe, watch.tenant, watch.client.hasher.hash(new),
-                         _store(handler).prefix(new), user, auth_at, watch.session_lifetime_s)
-    await _best_effort(pipe)
+    hasher = watch.client.hasher
+    await _best_effort(reindex_pipe(
+        watch.redis, watch.tenant, None if previous is None else hasher.hash(previous), old_user,
+        hasher.hash(new), _store(handler).prefix(new), user, auth_at, watch.session_lifetime_s))
     watch._emit_token(request, watch.client.authenticated, new, user=user,
                       previous_session_token=previous)
     state.handled = True
@@ -316,13 +307,11 @@ async def rotate(request: HTTPConnection) -> None:
     if previous is not None:
         await handler.store.remove(previous)
     user = _str(session.get(USER_KEY))
-    pipe = watch.redis.pipeline(transaction=False)
-    if previous is not None:
-        session_index.forget(pipe, watch.tenant, watch.client.hasher.hash(previous), user)
-    session_index.record(pipe, watch.tenant, watch.client.hasher.hash(new),
-                         _store(handler).prefix(new), user, _number(session.get(AUTH_AT_KEY)),
-                         watch.session_lifetime_s)
-    await _best_effort(pipe)
+    hasher = watch.client.hasher
+    await _best_effort(reindex_pipe(
+        watch.redis, watch.tenant, None if previous is None else hasher.hash(previous), user,
+        hasher.hash(new), _store(handler).prefix(new), user, _number(session.get(AUTH_AT_KEY)),
+        watch.session_lifetime_s))
     if state.known:
         watch._emit_token(request, watch.client.refreshed, new, user=user,
                           previous_session_token=previous)
@@ -336,10 +325,8 @@ async def logout(request: HTTPConnection) -> None:
     user = _str(session.get(USER_KEY))
     if state.known:
         watch._emit(request, watch.client.logout, user=user)
-        pipe = watch.redis.pipeline(transaction=False)
-        session_index.forget(pipe, watch.tenant,
-                             watch.client.hasher.hash(state.presented or ""), user)
-        await _best_effort(pipe)
+        await _best_effort(forget_pipe(watch.redis, watch.tenant,
+                                       watch.client.hasher.hash(state.presented or ""), user))
     session.clear()
     state.handled = True
 
@@ -387,8 +374,7 @@ def _store(handler: SessionHandler) -> RedisStore:
 
 
 def _message(text: str, status: int) -> Response:
-    response = JSONResponse({"error": "signed_out" if status == 401 else "refused",
-                             "message": text}, status_code=status)
+    response = JSONResponse(refusal_body(text, status), status_code=status)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -401,14 +387,4 @@ async def _best_effort(pipe: Any) -> None:
     try:
         await pipe.execute()
     except Exception as exc:  # noqa: BLE001 - the index only helps deletion; Redis checks stay
-        log.warning("sessionwatch: session index not updated (%s)", exc)
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+        index_not_updated(log, exc)

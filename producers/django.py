@@ -53,18 +53,30 @@ from django.http import HttpResponse, JsonResponse  # type: ignore[import-untype
 from django.middleware.csrf import rotate_token  # type: ignore[import-untyped]
 from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 
-from producers import session_index
 from producers.client import SessionwatchClient
 from producers.enforcement import (
+    AUTH_AT_KEY,
     REFUSED_MESSAGE,
     SIGNED_OUT_MESSAGE,
+    USER_KEY,
     Enforcer,
     Outcome,
+    RequestState,
     Verdict,
+    best_effort,
+    check_blocked_status,
+    event_session,
+    forget_pipe,
+    log_refusal,
     names_html,
+    refusal_body,
+    reindex_pipe,
+    retry_after,
+    unknown_session_verdict,
 )
+from producers.enforcement import as_number as _number
+from producers.enforcement import as_str as _str
 from producers.errors import ConfigError
-from producers.hashing import TokenHasher
 
 __all__ = [
     "AUTH_AT_KEY",
@@ -80,8 +92,6 @@ __all__ = [
 
 log = logging.getLogger("sessionwatch.django")
 
-USER_KEY = "_sw_user"          # who the session belongs to (set by login())
-AUTH_AT_KEY = "_sw_auth_at"    # when it was authenticated, epoch seconds (user not_before)
 REQUEST_ATTR = "_sessionwatch"  # where this request's state lives on the HttpRequest
 
 # Django objects are untyped (no stubs shipped): these aliases say what is meant.
@@ -95,17 +105,8 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass
-class _RequestState:
-    watch: SessionWatchMiddleware
-    presented: str | None = None   # the session id the client sent, if any
-    known: bool = False            # it named a stored session
-    handled: bool = False          # an event for this request was already emitted
-    # `presented` under every hash key, current first: computed once for the check and reused
-    # by this request's event and index updates (an HMAC per use saved on every request).
-    hashes: list[str] = field(default_factory=list)
-
-    def hash_of(self, hasher: TokenHasher, token: str) -> str:
-        return self.hashes[0] if self.hashes and token == self.presented else hasher.hash(token)
+class _RequestState(RequestState):
+    watch: SessionWatchMiddleware = field(kw_only=True)
 
 
 class SessionWatchMiddleware:
@@ -136,8 +137,7 @@ class SessionWatchMiddleware:
         self.on_step_up: Callable[[Request], Response] | None = _callable(
             options.get("ON_STEP_UP"), "ON_STEP_UP")
         self.blocked_status = int(options.get("BLOCKED_STATUS", 403))
-        if self.blocked_status not in (403, 429):
-            raise ConfigError("SESSIONWATCH['BLOCKED_STATUS']: 403 or 429")
+        check_blocked_status(self.blocked_status, "SESSIONWATCH['BLOCKED_STATUS']")
         # The index must outlive the record it names: Django's record lives SESSION_COOKIE_AGE.
         self.session_lifetime_s = int(options.get("SESSION_LIFETIME_S")
                                       or settings.SESSION_COOKIE_AGE)
@@ -153,7 +153,7 @@ class SessionWatchMiddleware:
         if session is None:
             raise ConfigError("MIDDLEWARE: put 'producers.django.SessionWatchMiddleware' after "
                               "'django.contrib.sessions.middleware.SessionMiddleware'")
-        state = _RequestState(self)
+        state = _RequestState(watch=self)
         setattr(request, REQUEST_ATTR, state)
         refusal = self._before(request, session, state)
         if refusal is not None:
@@ -171,15 +171,12 @@ class SessionWatchMiddleware:
         state.known = session.session_key == state.presented
         hashes = state.hashes = self.client.hasher.hashes(state.presented)
         if not state.known:
-            # No such session in the store. Revoked (the applier deleted its record): tell the
-            # user to sign in again, the same as a live revoked session. Otherwise an id we
-            # never issued, or whose session expired: Django gives a new session a new id.
-            verdict = self.enforcer.check(sessions=hashes, ip=self._ip(request))
-            if verdict.outcome in (Outcome.REVOKED, Outcome.STEP_UP):
-                return self._refuse(Verdict(Outcome.REVOKED, verdict.revocation_id), request,
-                                    session, state)
-            if verdict.outcome is Outcome.BLOCKED:
-                return self._refuse(verdict, request, session, state)
+            # No such session in the store (revoked, or never issued, or expired: Django gives
+            # a new session a new id).
+            refusal = unknown_session_verdict(
+                self.enforcer.check(sessions=hashes, ip=self._ip(request)))
+            if refusal is not None:
+                return self._refuse(refusal, request, session, state)
             self._emit_token(request, self.client.token_rejected, state.presented,
                              attrs={"reason": "unknown"})
             state.handled = True
@@ -212,12 +209,12 @@ class SessionWatchMiddleware:
     def _refuse(self, verdict: Verdict, request: Request, session: Session,
                 state: _RequestState) -> Response:
         state.handled = True
-        log.info("sessionwatch: request refused (%s, revocation %s)", verdict.outcome.value,
-                 verdict.revocation_id)
+        log_refusal(log, verdict)
         if verdict.outcome is Outcome.BLOCKED:
             response = _message(REFUSED_MESSAGE, self.blocked_status)
-            if self.blocked_status == 429 and verdict.retry_after_s:
-                response["Retry-After"] = str(verdict.retry_after_s)
+            retry = retry_after(verdict, self.blocked_status)
+            if retry is not None:
+                response["Retry-After"] = retry
             return response
         if verdict.outcome is Outcome.STEP_UP and self.on_step_up is not None:
             return self.on_step_up(request)
@@ -226,10 +223,9 @@ class SessionWatchMiddleware:
         self._emit_token(request, self.client.token_rejected, presented,
                          attrs={"reason": "revoked"})
         state.known = False
-        pipe = self.redis.pipeline(transaction=False)
-        session_index.forget(pipe, self.tenant, state.hash_of(self.client.hasher, presented),
-                             _str(session.get(USER_KEY)))
-        _best_effort(pipe)
+        _best_effort(forget_pipe(self.redis, self.tenant,
+                                 state.hash_of(self.client.hasher, presented),
+                                 _str(session.get(USER_KEY))))
         session.flush()  # deletes the record; SessionMiddleware deletes the emptied cookie
         if self.login_url and names_html(request.META.get("HTTP_ACCEPT", "")):
             redirect = HttpResponse(status=303)
@@ -258,10 +254,8 @@ class SessionWatchMiddleware:
     def _emit_token(self, request: Request, method: Callable[..., Any], token: str | None,
                     **kw: Any) -> None:
         state = getattr(request, REQUEST_ATTR, None)
-        if token is not None and isinstance(state, _RequestState):
-            kw["session"] = state.hash_of(self.client.hasher, token)
-        else:
-            kw["session_token"] = token
+        event_session(kw, state if isinstance(state, _RequestState) else None, self.client.hasher,
+                      token)
         try:
             method(ip=self._ip(request), user_agent=request.META.get("HTTP_USER_AGENT"), **kw)
         except Exception:  # noqa: BLE001 - telemetry must never break a request
@@ -284,13 +278,7 @@ def login(request: Request, user: str) -> None:
     session.cycle_key()  # a new id, stored now; the old record is deleted
     rotate_token(request)  # and a new CSRF secret, as django.contrib.auth.login() does
     new = str(session.session_key)
-    pipe = watch.redis.pipeline(transaction=False)
-    if previous is not None:
-        session_index.forget(pipe, watch.tenant, state.hash_of(watch.client.hasher, previous),
-                             old_user)
-    session_index.record(pipe, watch.tenant, watch.client.hasher.hash(new),
-                         watch._store_key(session), user, auth_at, watch.session_lifetime_s)
-    _best_effort(pipe)
+    _best_effort(_reindex(watch, state, session, previous, old_user, new, user, auth_at))
     watch._emit_token(request, watch.client.authenticated, new, user=user,
                       previous_session_token=previous)
     state.handled = True
@@ -304,14 +292,8 @@ def rotate(request: Request) -> None:
     session.cycle_key()
     new = str(session.session_key)
     user = _str(session.get(USER_KEY))
-    pipe = watch.redis.pipeline(transaction=False)
-    if previous is not None:
-        session_index.forget(pipe, watch.tenant, state.hash_of(watch.client.hasher, previous),
-                             user)
-    session_index.record(pipe, watch.tenant, watch.client.hasher.hash(new),
-                         watch._store_key(session), user, _number(session.get(AUTH_AT_KEY)),
-                         watch.session_lifetime_s)
-    _best_effort(pipe)
+    _best_effort(_reindex(watch, state, session, previous, user, new, user,
+                          _number(session.get(AUTH_AT_KEY))))
     if state.known:
         watch._emit_token(request, watch.client.refreshed, new, user=user,
                           previous_session_token=previous)
@@ -326,10 +308,8 @@ def logout(request: Request) -> None:
     token = session.session_key
     if state.known and token is not None:
         watch._emit_token(request, watch.client.logout, str(token), user=user)
-        pipe = watch.redis.pipeline(transaction=False)
-        session_index.forget(pipe, watch.tenant, state.hash_of(watch.client.hasher, str(token)),
-                             user)
-        _best_effort(pipe)
+        _best_effort(forget_pipe(watch.redis, watch.tenant,
+                                 state.hash_of(watch.client.hasher, str(token)), user))
     session.flush()
     state.handled = True
 
@@ -367,6 +347,17 @@ def _context(request: Request) -> tuple[_RequestState, SessionWatchMiddleware]:
         raise ConfigError("sessionwatch: add 'producers.django.SessionWatchMiddleware' to "
                           "MIDDLEWARE, after Django's SessionMiddleware")
     return state, state.watch
+
+
+def _reindex(watch: SessionWatchMiddleware, state: _RequestState, session: Session,
+             previous: str | None, previous_user: str | None, new: str, user: str | None,
+             authenticated_at: float | None) -> Any:
+    """The index moved from the `previous` id to the `new` one (the pipeline, to execute)."""
+    hasher = watch.client.hasher
+    return reindex_pipe(watch.redis, watch.tenant,
+                        None if previous is None else state.hash_of(hasher, previous),
+                        previous_user, hasher.hash(new), watch._store_key(session),
+                        user, authenticated_at, watch.session_lifetime_s)
 
 
 def _check_store() -> None:
@@ -447,24 +438,10 @@ def _callable(value: Any, name: str) -> Any:
 
 
 def _message(text: str, status: int) -> Response:
-    response = JsonResponse({"error": "signed_out" if status == 401 else "refused",
-                             "message": text}, status=status)
+    response = JsonResponse(refusal_body(text, status), status=status)
     response["Cache-Control"] = "no-store"
     return response
 
 
 def _best_effort(pipe: Any) -> None:
-    try:
-        pipe.execute()
-    except Exception as exc:  # noqa: BLE001 - the index only helps deletion; Redis checks stay
-        log.warning("sessionwatch: session index not updated (%s)", exc)
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
+    best_effort(log, pipe.execute)

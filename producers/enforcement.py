@@ -8,6 +8,9 @@ the user's `not_before`, and every blocked prefix that could cover the address.
 
 The verdict says only what to do. What fired stays in the revocation (for admins); the response
 a user sees is the same neutral text whichever signal it was.
+
+The end of the module is what the three middlewares (Flask, ASGI, Django) share whatever the
+framework: the session keys, the per-request state, the refusal's body and the index updates.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from producers import session_index
+from producers.errors import ConfigError
+from producers.hashing import TokenHasher
 from producers.revocation_keys import block_lengths_key, session_key, source_key, user_key
 
 log = logging.getLogger("sessionwatch.enforcement")
@@ -246,3 +252,107 @@ class AsyncEnforcer(_Base):
         except Exception as exc:  # noqa: BLE001 - any Redis failure takes the fail-open path
             return self._failed(exc)
         return self._answer(plan, replies, pipe is not None, authenticated_at, now)
+
+
+# -- what the middlewares share -------------------------------------------------------------------
+
+USER_KEY = "_sw_user"          # who the session belongs to (set by login())
+AUTH_AT_KEY = "_sw_auth_at"    # when it was authenticated, epoch seconds (user not_before)
+
+
+@dataclass
+class RequestState:
+    presented: str | None = None   # the session id the client sent, if any
+    known: bool = False            # it named a stored session
+    handled: bool = False          # an event for this request was already emitted
+    # `presented` under every hash key, current first: computed once for the check and reused
+    # by this request's event and index updates (an HMAC per use saved on every request).
+    hashes: list[str] = field(default_factory=list)
+
+    def hash_of(self, hasher: TokenHasher, token: str) -> str:
+        return self.hashes[0] if self.hashes and token == self.presented else hasher.hash(token)
+
+
+def check_blocked_status(status: int, name: str = "blocked_status") -> None:
+    if status not in (403, 429):
+        raise ConfigError(f"{name}: 403 or 429")
+
+
+def unknown_session_verdict(verdict: Verdict) -> Verdict | None:
+    """For a cookie naming no stored session: what to refuse, or None (an unknown token).
+
+    Revoked (the applier deleted its record): the user signs in again, the same as a live
+    revoked session (a step-up too: there is no session left to step up). Otherwise an id we
+    never issued, or whose session expired."""
+    if verdict.outcome in (Outcome.REVOKED, Outcome.STEP_UP):
+        return Verdict(Outcome.REVOKED, verdict.revocation_id)
+    if verdict.outcome is Outcome.BLOCKED:
+        return verdict
+    return None
+
+
+def log_refusal(logger: logging.Logger, verdict: Verdict) -> None:
+    logger.info("sessionwatch: request refused (%s, revocation %s)", verdict.outcome.value,
+                verdict.revocation_id)
+
+
+def refusal_body(text: str, status: int) -> dict[str, str]:
+    """The JSON of a refusal (401 signed out, 403/429 refused): one neutral sentence."""
+    return {"error": "signed_out" if status == 401 else "refused", "message": text}
+
+
+def retry_after(verdict: Verdict, blocked_status: int) -> str | None:
+    """The Retry-After header of a block, answered 429 only."""
+    if blocked_status == 429 and verdict.retry_after_s:
+        return str(verdict.retry_after_s)
+    return None
+
+
+def forget_pipe(redis: Any, tenant: str, session: str, user: str | None) -> Any:
+    """A pipeline (sync or asyncio) dropping the session from the index; the caller executes."""
+    pipe = redis.pipeline(transaction=False)
+    session_index.forget(pipe, tenant, session, user)
+    return pipe
+
+
+def reindex_pipe(redis: Any, tenant: str, previous: str | None, previous_user: str | None,
+                 session: str, store_key: str, user: str | None, authenticated_at: float | None,
+                 ttl_s: int) -> Any:
+    """A pipeline (sync or asyncio) moving the index from the `previous` session hash (if any)
+    to the new one, after a login or rotation; the caller executes."""
+    pipe = redis.pipeline(transaction=False)
+    if previous is not None:
+        session_index.forget(pipe, tenant, previous, previous_user)
+    session_index.record(pipe, tenant, session, store_key, user, authenticated_at, ttl_s)
+    return pipe
+
+
+def best_effort(logger: logging.Logger, execute: Callable[[], Any]) -> None:
+    try:
+        execute()
+    except Exception as exc:  # noqa: BLE001 - the index only helps deletion; Redis checks stay
+        index_not_updated(logger, exc)
+
+
+def index_not_updated(logger: logging.Logger, exc: Exception) -> None:
+    logger.warning("sessionwatch: session index not updated (%s)", exc)
+
+
+def event_session(kw: dict[str, Any], state: RequestState | None, hasher: TokenHasher,
+                  token: str | None) -> None:
+    """Name the event's session in `kw`: its hash (reusing this request's), or the raw token
+    for the SDK to hash when no state is at hand (or None: no session)."""
+    if token is not None and state is not None:
+        kw["session"] = state.hash_of(hasher, token)
+    else:
+        kw["session_token"] = token
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

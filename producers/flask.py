@@ -29,41 +29,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, redirect, request, session
 
-from producers import session_index
 from producers.client import SessionwatchClient
 from producers.enforcement import (
+    AUTH_AT_KEY,
     REFUSED_MESSAGE,
     SIGNED_OUT_MESSAGE,
+    USER_KEY,
     Enforcer,
     Outcome,
+    RequestState,
     Verdict,
+    best_effort,
+    check_blocked_status,
+    forget_pipe,
+    log_refusal,
     names_html,
+    refusal_body,
+    reindex_pipe,
+    retry_after,
+    unknown_session_verdict,
 )
 from producers.errors import ConfigError
-from producers.hashing import TokenHasher
 
 log = logging.getLogger("sessionwatch.flask")
-
-USER_KEY = "_sw_user"          # who the session belongs to (set by login())
-AUTH_AT_KEY = "_sw_auth_at"    # when it was authenticated, epoch seconds (user not_before)
-
-
-@dataclass
-class _RequestState:
-    presented: str | None = None   # the session id the client sent, if any
-    known: bool = False            # it named a stored session
-    handled: bool = False          # an event for this request was already emitted
-    # `presented` under every hash key, current first: computed once for the check and reused
-    # by this request's event and index updates (an HMAC per use saved on every request).
-    hashes: list[str] = field(default_factory=list)
-
-    def hash_of(self, hasher: TokenHasher, token: str) -> str:
-        return self.hashes[0] if self.hashes and token == self.presented else hasher.hash(token)
 
 
 class SessionWatch:
@@ -81,8 +73,7 @@ class SessionWatch:
         session_lifetime_s: int = 43_200,
         client_ip: Callable[[], str | None] | None = None,
     ) -> None:
-        if blocked_status not in (403, 429):
-            raise ConfigError("blocked_status: 403 or 429")
+        check_blocked_status(blocked_status)
         self.client = client
         self.redis = redis
         self.tenant = tenant or client.tenant
@@ -114,13 +105,12 @@ class SessionWatch:
         session[USER_KEY] = user
         session[AUTH_AT_KEY] = time.time()
         self._interface().regenerate(session)  # deletes the old record, mints a new id
-        pipe = self.redis.pipeline(transaction=False)
-        if previous is not None:
-            session_index.forget(pipe, self.tenant, self.client.hasher.hash(previous), old_user)
-        session_index.record(pipe, self.tenant, self.client.hasher.hash(session.sid),  # type: ignore[attr-defined]
-                             self._store_key(), user, session[AUTH_AT_KEY],
-                             self.session_lifetime_s)
-        self._best_effort(pipe.execute)
+        hasher = self.client.hasher
+        pipe = reindex_pipe(self.redis, self.tenant,
+                            None if previous is None else hasher.hash(previous), old_user,
+                            hasher.hash(session.sid), self._store_key(), user,  # type: ignore[attr-defined]
+                            session[AUTH_AT_KEY], self.session_lifetime_s)
+        best_effort(log, pipe.execute)
         self._emit(self.client.authenticated, user=user, previous_session_token=previous)
         state.handled = True
 
@@ -130,12 +120,11 @@ class SessionWatch:
         previous = session.sid  # type: ignore[attr-defined]
         self._interface().regenerate(session)
         user = session.get(USER_KEY)
-        pipe = self.redis.pipeline(transaction=False)
-        session_index.forget(pipe, self.tenant, self.client.hasher.hash(previous), user)
-        session_index.record(pipe, self.tenant, self.client.hasher.hash(session.sid),  # type: ignore[attr-defined]
-                             self._store_key(), user, session.get(AUTH_AT_KEY),
-                             self.session_lifetime_s)
-        self._best_effort(pipe.execute)
+        hasher = self.client.hasher
+        pipe = reindex_pipe(self.redis, self.tenant, hasher.hash(previous), user,
+                            hasher.hash(session.sid), self._store_key(), user,  # type: ignore[attr-defined]
+                            session.get(AUTH_AT_KEY), self.session_lifetime_s)
+        best_effort(log, pipe.execute)
         if state.known:
             self._emit(self.client.refreshed, user=user, previous_session_token=previous)
         state.handled = True
@@ -146,10 +135,9 @@ class SessionWatch:
         user = session.get(USER_KEY)
         if state.known:
             self._emit(self.client.logout, user=user)
-            pipe = self.redis.pipeline(transaction=False)
-            session_index.forget(pipe, self.tenant, self.client.hasher.hash(state.presented or ""),
-                                 user)
-            self._best_effort(pipe.execute)
+            pipe = forget_pipe(self.redis, self.tenant,
+                               self.client.hasher.hash(state.presented or ""), user)
+            best_effort(log, pipe.execute)
         session.clear()
         state.handled = True
 
@@ -172,7 +160,7 @@ class SessionWatch:
     # -- hooks --------------------------------------------------------------------------------
 
     def _before(self) -> Any:
-        state = _RequestState()
+        state = RequestState()
         g._sessionwatch = state
         cookie = request.cookies.get(self._cookie_name())
         if not cookie:
@@ -181,15 +169,13 @@ class SessionWatch:
         state.presented = presented
         state.known = presented is not None and presented == session.sid  # type: ignore[attr-defined]
         if not state.known:
-            # No such session in the store. Revoked (the applier deleted its record): tell the
-            # user to sign in again, the same as a live revoked session. Otherwise an id we
-            # never issued, or whose session expired: the store started a new one.
+            # No such session in the store (revoked, or never issued, or expired: the store
+            # started a new one).
             state.hashes = self.client.hasher.hashes(presented or cookie)
-            verdict = self.enforcer.check(sessions=state.hashes, ip=self._ip())
-            if verdict.outcome in (Outcome.REVOKED, Outcome.STEP_UP):
-                return self._refuse(Verdict(Outcome.REVOKED, verdict.revocation_id), state)
-            if verdict.outcome is Outcome.BLOCKED:
-                return self._refuse(verdict, state)
+            refusal = unknown_session_verdict(
+                self.enforcer.check(sessions=state.hashes, ip=self._ip()))
+            if refusal is not None:
+                return self._refuse(refusal, state)
             self._emit_token(self.client.token_rejected, presented or cookie,
                              attrs={"reason": "unknown"})
             state.handled = True
@@ -206,7 +192,7 @@ class SessionWatch:
         return self._refuse(verdict, state)
 
     def _after(self, response: Response) -> Response:
-        state: _RequestState | None = g.get("_sessionwatch")
+        state: RequestState | None = g.get("_sessionwatch")
         if state is None or state.handled:
             return response
         if state.known:
@@ -217,14 +203,14 @@ class SessionWatch:
 
     # -- refusing -------------------------------------------------------------------------------
 
-    def _refuse(self, verdict: Verdict, state: _RequestState) -> Any:
+    def _refuse(self, verdict: Verdict, state: RequestState) -> Any:
         state.handled = True
-        log.info("sessionwatch: request refused (%s, revocation %s)", verdict.outcome.value,
-                 verdict.revocation_id)
+        log_refusal(log, verdict)
         if verdict.outcome is Outcome.BLOCKED:
             response = self._message(REFUSED_MESSAGE, self.blocked_status)
-            if self.blocked_status == 429 and verdict.retry_after_s:
-                response.headers["Retry-After"] = str(verdict.retry_after_s)
+            retry = retry_after(verdict, self.blocked_status)
+            if retry is not None:
+                response.headers["Retry-After"] = retry
             return response
         if verdict.outcome is Outcome.STEP_UP and self.on_step_up is not None:
             return self.on_step_up()
@@ -232,28 +218,27 @@ class SessionWatch:
         self._emit_token(self.client.token_rejected, state.presented or "",
                          attrs={"reason": "revoked"})
         state.known = False
-        pipe = self.redis.pipeline(transaction=False)
-        session_index.forget(pipe, self.tenant,
-                             state.hash_of(self.client.hasher, state.presented or ""),
-                             session.get(USER_KEY))
-        self._best_effort(pipe.execute)
+        pipe = forget_pipe(self.redis, self.tenant,
+                           state.hash_of(self.client.hasher, state.presented or ""),
+                           session.get(USER_KEY))
+        best_effort(log, pipe.execute)
         session.clear()  # Flask-Session deletes the record and the cookie when saving
         if self.login_url and names_html(request.headers.get("Accept", "")):
             return redirect(self.login_url)
         return self._message(SIGNED_OUT_MESSAGE, 401)
 
     def _message(self, text: str, status: int) -> Response:
-        response = jsonify(error="signed_out" if status == 401 else "refused", message=text)
+        response = jsonify(refusal_body(text, status))
         response.status_code = status
         response.headers["Cache-Control"] = "no-store"
         return response
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _state(self) -> _RequestState:
-        state: _RequestState | None = g.get("_sessionwatch")
+    def _state(self) -> RequestState:
+        state: RequestState | None = g.get("_sessionwatch")
         if state is None:
-            state = g._sessionwatch = _RequestState()
+            state = g._sessionwatch = RequestState()
         return state
 
     def _interface(self) -> Any:
@@ -299,10 +284,3 @@ class SessionWatch:
                    user_agent=self._ua(), **kw)
         except Exception:  # noqa: BLE001 - telemetry must never break a request
             log.exception("sessionwatch: could not emit an event")
-
-    def _best_effort(self, execute: Callable[[], Any]) -> None:
-        try:
-            execute()
-        except Exception as exc:  # noqa: BLE001 - the index only helps deletion; Redis checks stay
-            log.warning("sessionwatch: session index not updated (%s)", exc)
-

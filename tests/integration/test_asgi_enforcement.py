@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from integration.web_e2e import CapturingProducer, check_login_lifecycle
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from starlette.applications import Starlette
@@ -48,35 +49,6 @@ TENANT = "asgi-unit"
 PREFIX = "starsessions."
 HOME = "73.162.10.20"
 HASHER = TokenHasher({"k1": "asgi-unit-test-hash-key-0123456789abcdef"})
-
-
-class Delivered:
-    """kafka-python's future, already resolved."""
-
-    def add_callback(self, fn: Callable[[object], object]) -> None:
-        fn(None)
-
-    def add_errback(self, fn: Callable[[BaseException], object]) -> None:
-        pass
-
-
-class CapturingProducer:
-    """Stands in for Kafka: keeps what the SDK's sender thread would have sent."""
-
-    def __init__(self, sink: list[dict[str, Any]], raw: list[bytes]) -> None:
-        self.sink = sink
-        self.raw = raw
-
-    def send(self, topic: str, value: bytes, key: bytes) -> Delivered:
-        self.raw.append(key + b"\n" + value)
-        self.sink.append(json.loads(value))
-        return Delivered()
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
 
 
 class Harness:
@@ -201,18 +173,7 @@ def test_lifecycle_events_carry_hashes_only(redis_service: Any) -> None:
             assert not await h.redis.exists(index)
             assert (await b.get("/account")).json() == {"user": None}
 
-            events = h.sent()
-            assert [e["type"] for e in events] == [
-                "session.created", "session.authenticated", "session.activity", "session.logout"]
-            created, authenticated, activity, logout = events
-            assert created["session"] == HASHER.hash(anonymous) and created["user"] is None
-            assert authenticated["session"] == HASHER.hash(new)
-            assert authenticated["user"] == "alice"
-            assert authenticated["attrs"]["previous_session"] == HASHER.hash(anonymous)
-            assert activity["session"] == logout["session"] == HASHER.hash(new)
-            assert all(e["ip"] == HOME and e["tenant"] == TENANT for e in events)
-            for raw in h.raw:
-                assert anonymous.encode() not in raw and new.encode() not in raw
+            check_login_lifecycle(h.sent(), h.raw, HASHER, anonymous, new, HOME, TENANT)
 
     scenario(redis_service, body)
 

@@ -20,6 +20,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from factories import CHROME, COMCAST, CURL, DIGITALOCEAN
 from integration.tls import Pki, StunnelBroker, make_pki
 
+# tests/integration is on sys.path (rootdir conftest, no __init__.py): test_apply's poll helper.
+from test_apply import wait_for
+
 from producers.client import SessionwatchClient
 from producers.contract import EVENTS_TOPIC, REVOCATIONS_TOPIC, decode_revocation
 from producers.hashing import TokenHasher
@@ -75,15 +78,6 @@ def read_revocation(bootstrap: str, security, session: str, timeout_s: float = 3
         return None
     finally:
         consumer.close()
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def test_hijack_revoked_end_to_end_over_tls(tls_broker, pki, redis_service, tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test import Client, RequestFactory, override_settings
 from django.urls import path
 from integration.conftest import RedisServer
+from integration.web_e2e import CapturingProducer, check_login_lifecycle
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -119,35 +120,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 # -- the harness ------------------------------------------------------------------------------------
 
-class Delivered:
-    """kafka-python's future, already resolved."""
-
-    def add_callback(self, fn: Callable[[object], object]) -> None:
-        fn(None)
-
-    def add_errback(self, fn: Callable[[BaseException], object]) -> None:
-        pass
-
-
-class CapturingProducer:
-    """Stands in for Kafka: keeps what the SDK's sender thread would have sent."""
-
-    def __init__(self, sink: list[dict[str, Any]], raw: list[bytes]) -> None:
-        self.sink = sink
-        self.raw = raw
-
-    def send(self, topic: str, value: bytes, key: bytes) -> Delivered:
-        self.raw.append(key + b"\n" + value)
-        self.sink.append(json.loads(value))
-        return Delivered()
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
-
-
 def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("HTTP_X_FORWARDED_FOR")
 
@@ -236,18 +208,7 @@ def test_lifecycle_events_carry_hashes_only(harness: Harness) -> None:
     assert not h.redis.exists(index)
     assert b.get("/account").json() == {"user": None}
 
-    events = h.sent()
-    assert [e["type"] for e in events] == [
-        "session.created", "session.authenticated", "session.activity", "session.logout"]
-    created, authenticated, activity, logout = events
-    assert created["session"] == HASHER.hash(anonymous) and created["user"] is None
-    assert authenticated["session"] == HASHER.hash(new)
-    assert authenticated["user"] == "alice"
-    assert authenticated["attrs"]["previous_session"] == HASHER.hash(anonymous)
-    assert activity["session"] == logout["session"] == HASHER.hash(new)
-    assert all(e["ip"] == HOME and e["tenant"] == TENANT for e in events)
-    for raw in h.raw:
-        assert anonymous.encode() not in raw and new.encode() not in raw
+    check_login_lifecycle(h.sent(), h.raw, HASHER, anonymous, new, HOME, TENANT)
 
 
 def test_login_from_a_fresh_session_has_no_previous(harness: Harness) -> None:

@@ -65,6 +65,21 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
     raise SessionwatchError(f"the broker did not listen on {host}:{port} within {timeout_s:.0f}s")
 
 
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a process started with `start_new_session=True` and its group; SIGKILL after 5 s."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(5)
+
+
 class EmbeddedBroker:
     """Start Tansu on a free loopback port for the life of a `with` block."""
 
@@ -94,17 +109,8 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(5)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(5)
+        if proc is not None:
+            stop_process_group(proc)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

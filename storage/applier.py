@@ -27,7 +27,7 @@ from producers.contract import (
     encode,
 )
 from producers.kafka_options import KafkaSecurity, aiokafka_options
-from storage.consuming import Backoff, commit, group_consumer
+from storage.consuming import Backoff, commit, group_consumer, report_lag
 from storage.sinks import RejectedError, RetryableError, Sink
 
 log = logging.getLogger("sessionwatch.apply")
@@ -253,20 +253,9 @@ class Applier:
             if self.heartbeat is not None:
                 self.heartbeat()
             for name, consumer in list(self._consumers.items()):
-                group = f"{self.options.group}-{name}"
-                owned = set(consumer.assignment())
-                for tp in reported.get(name, set()) - owned:
-                    self.metrics.forget_partition(tp.topic, tp.partition, group)
-                reported[name] = owned
-                for tp in owned:
-                    high = consumer.highwater(tp)
-                    if high is None:
-                        continue
-                    try:
-                        position = await asyncio.wait_for(consumer.position(tp), 0.5)
-                    except Exception:  # noqa: BLE001 - revoked or not known yet: next second
-                        continue
-                    self.metrics.set_lag(tp.topic, tp.partition, high, position, group)
+                reported[name] = await report_lag(consumer, self.metrics,
+                                                  f"{self.options.group}-{name}",
+                                                  reported.get(name, set()))
             await asyncio.sleep(1.0)
 
     async def _report(self) -> None:

@@ -34,7 +34,7 @@ from producers.errors import InvalidEvent
 from producers.kafka_options import KafkaSecurity
 from storage.clickhouse import ArchiveBackend, ArchiveUnavailable
 from storage.clickhouse.rows import event_row, finding_row, revocation_row, truncate_ip
-from storage.consuming import Backoff, commit, group_consumer
+from storage.consuming import Backoff, commit, group_consumer, report_lag
 
 log = logging.getLogger("sessionwatch.archive")
 
@@ -273,19 +273,7 @@ class Archiver:
         while True:
             if self.heartbeat is not None:
                 self.heartbeat()
-            owned = set(consumer.assignment())
-            for tp in reported - owned:
-                self.metrics.forget_partition(tp.topic, tp.partition, group)
-            reported = owned
-            for tp in owned:
-                high = consumer.highwater(tp)
-                if high is None:
-                    continue
-                try:
-                    position = await asyncio.wait_for(consumer.position(tp), 0.5)
-                except Exception:  # noqa: BLE001 - revoked or not known yet: next second
-                    continue
-                self.metrics.set_lag(tp.topic, tp.partition, high, position, group)
+            reported = await report_lag(consumer, self.metrics, group, reported)
             if time.monotonic() - last_probe >= PROBE_EVERY_S:
                 last_probe = time.monotonic()
                 try:

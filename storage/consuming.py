@@ -57,6 +57,25 @@ async def commit(consumer: Any, offsets: dict[Any, int], log: logging.Logger, wh
         log.warning("%s: commit failed (%s); those messages will be redelivered", who, exc)
 
 
+async def report_lag(consumer: Any, metrics: Any, group: str, reported: set[Any]) -> set[Any]:
+    """Set each owned partition's lag: the high watermark of its last Fetch (aiokafka's
+    `highwater`; never ListOffsets, which the embedded broker under-reports) minus the position.
+    Partitions in `reported` no longer owned are forgotten; returns the ones owned now."""
+    owned = set(consumer.assignment())
+    for tp in reported - owned:
+        metrics.forget_partition(tp.topic, tp.partition, group)
+    for tp in owned:
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), 0.5)
+        except Exception:  # noqa: BLE001 - revoked or not known yet: next time
+            continue
+        metrics.set_lag(tp.topic, tp.partition, high, position, group)
+    return owned
+
+
 class Backoff:
     """Delays for retrying one thing: `first` seconds doubling up to `cap`, each +-25 %."""
 

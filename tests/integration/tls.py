@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from producers.kafka_options import KafkaSecurity
-from sessionwatch.broker import find_tansu, free_port, wait_for_port
+from sessionwatch.broker import find_tansu, free_port, stop_process_group, wait_for_port
 
 HOST = "127.0.0.1"
 
@@ -177,16 +175,7 @@ class StunnelBroker:
 
     def stop(self) -> None:
         for proc in reversed(self._procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(5)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    try:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                    proc.wait(5)
+            stop_process_group(proc)
         self._procs = []
 
     def __enter__(self) -> StunnelBroker:

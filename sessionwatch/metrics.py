@@ -68,6 +68,15 @@ class ConsumerMetrics:
             "sessionwatch_consumer_lag_messages",
             "Messages behind the log end per input partition (fetched high watermark - position)",
             ["group", "topic", "partition"], registry=registry)
+        self.offset_holes = Counter(
+            "sessionwatch_offset_holes_total",
+            "Offsets missing between two records the consumer was handed, by what became of them: "
+            "reread (sought back and read again), filled (the record came), accepted (given up)",
+            ["topic", "outcome"], registry=registry)
+
+    def offset_hole(self, topic: str, outcome: str) -> None:
+        """storage/offset_holes.py: a hole in a partition's offsets (the embedded broker)."""
+        self.offset_holes.labels(topic, outcome).inc()
 
     def set_lag(self, topic: str, partition: int, high_watermark: int, position: int,
                 group: str = "") -> None:

@@ -27,7 +27,8 @@ from producers.contract import (
     encode,
 )
 from producers.kafka_options import KafkaSecurity, aiokafka_options
-from storage.consuming import Backoff, commit, group_consumer, report_lag
+from storage.consuming import Backoff, commit, contiguous, group_consumer, report_lag
+from storage.offset_holes import OffsetHoles
 from storage.sinks import RejectedError, RetryableError, Sink
 
 log = logging.getLogger("sessionwatch.apply")
@@ -60,6 +61,7 @@ class ApplyMetrics(Protocol):
     def set_lag(self, topic: str, partition: int, high_watermark: int, position: int,
                 group: str = "") -> None: ...
     def forget_partition(self, topic: str, partition: int, group: str = "") -> None: ...
+    def offset_hole(self, topic: str, outcome: str) -> None: ...
 
 
 class NoApplyMetrics:
@@ -80,6 +82,9 @@ class NoApplyMetrics:
         pass
 
     def forget_partition(self, topic: str, partition: int, group: str = "") -> None:
+        pass
+
+    def offset_hole(self, topic: str, outcome: str) -> None:
         pass
 
 
@@ -117,6 +122,7 @@ class Applier:
         self.heartbeat = heartbeat
         self.joined: set[str] = set()           # sinks whose consumer has its partitions
         self._consumers: dict[str, Any] = {}
+        self.holes: dict[str, OffsetHoles] = {}
         self._stopping = asyncio.Event()
         self._producer: Any = None
         self.ready = asyncio.Event()   # set once every sink's consumer has its partitions
@@ -160,10 +166,13 @@ class Applier:
 
     async def _run_sink(self, sink: Sink, joined: asyncio.Event) -> None:
         opts = self.options
+        # Each sink's group reads its partitions without holes (storage/offset_holes.py).
+        holes = self.holes[sink.name] = OffsetHoles(
+            on_hole=lambda tp, outcome: self.metrics.offset_hole(tp.topic, outcome))
         consumer, assigned = group_consumer(
             opts.bootstrap, f"{opts.group}-{sink.name}", [opts.topic],
             f"sessionwatch-apply-{sink.name}", fetch_max_wait_ms=opts.fetch_max_wait_ms,
-            session_timeout_ms=opts.session_timeout_ms, security=opts.security)
+            session_timeout_ms=opts.session_timeout_ms, security=opts.security, holes=holes)
         await sink.start()
         await consumer.start()
         self._consumers[sink.name] = consumer
@@ -173,7 +182,8 @@ class Applier:
             joined.set()
             self.joined.add(sink.name)
             while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                batches = contiguous(consumer, holes,
+                                     await consumer.getmany(timeout_ms=500, max_records=500))
                 for tp, messages in batches.items():
                     for message in messages:
                         await self._handle(sink, message)

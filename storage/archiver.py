@@ -34,7 +34,8 @@ from producers.errors import InvalidEvent
 from producers.kafka_options import KafkaSecurity
 from storage.clickhouse import ArchiveBackend, ArchiveUnavailable
 from storage.clickhouse.rows import event_row, finding_row, revocation_row, truncate_ip
-from storage.consuming import Backoff, commit, group_consumer, report_lag
+from storage.consuming import Backoff, commit, contiguous, group_consumer, report_lag
+from storage.offset_holes import OffsetHoles
 
 log = logging.getLogger("sessionwatch.archive")
 
@@ -66,6 +67,7 @@ class ArchiveMetrics(Protocol):
     def set_lag(self, topic: str, partition: int, high_watermark: int, position: int,
                 group: str = "") -> None: ...
     def forget_partition(self, topic: str, partition: int, group: str = "") -> None: ...
+    def offset_hole(self, topic: str, outcome: str) -> None: ...
 
 
 class NoArchiveMetrics:
@@ -84,6 +86,9 @@ class NoArchiveMetrics:
     def forget_partition(self, topic: str, partition: int, group: str = "") -> None:
         pass
 
+    def offset_hole(self, topic: str, outcome: str) -> None:
+        pass
+
 
 # How often the observe task asks the archive `SELECT 1` (readiness: the archive reachable).
 PROBE_EVERY_S = 10.0
@@ -93,10 +98,6 @@ PROBE_EVERY_S = 10.0
 class ArchiveStats:
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES.values(), 0))
     skipped: int = 0        # not contract-valid: never reaches a table
-    # Offsets the consumer was never handed (a record missing between two it was): on the
-    # embedded broker a lost record (seen in benchmarks.soak); on a real Kafka also what a
-    # transaction marker or compaction legitimately takes.
-    gaps: int = 0
     batches: int = 0
     retries: int = 0
     lag: dict[str, int] = field(default_factory=dict)
@@ -131,7 +132,9 @@ class Archiver:
         self.stats = ArchiveStats()
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._expected: dict[Any, int] = {}   # TopicPartition -> the offset that should come next
+        # Offsets missing between records handed over are read again (storage/offset_holes.py).
+        self.holes = OffsetHoles(on_hole=lambda tp, outcome: self.metrics.offset_hole(
+            tp.topic, outcome))
         # Backends are blocking clients and chDB wants one thread: all calls go through this one.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-db")
 
@@ -149,7 +152,7 @@ class Archiver:
         consumer, joined = group_consumer(
             opts.bootstrap, opts.group, list(TABLES), "sessionwatch-archive",
             fetch_max_wait_ms=opts.fetch_max_wait_ms, session_timeout_ms=opts.session_timeout_ms,
-            security=opts.security, max_partition_fetch_bytes=8 * 1024 * 1024)
+            security=opts.security, holes=self.holes, max_partition_fetch_bytes=8 * 1024 * 1024)
         await consumer.start()
         reporter = asyncio.create_task(self._report(consumer))
         observer = asyncio.create_task(self._observe(consumer))
@@ -162,13 +165,10 @@ class Archiver:
             # the server overlaps our decoding. Batches are written and committed in order.
             writing: asyncio.Task[None] | None = None
             while not self._stopping.is_set():
-                records = await consumer.getmany(timeout_ms=200, max_records=10_000)
-                if joined.is_set():  # (re)assigned since the last look: positions start afresh
-                    joined.clear()
-                    self._expected.clear()
+                records = contiguous(consumer, self.holes,
+                                     await consumer.getmany(timeout_ms=200, max_records=10_000))
                 for tp, messages in records.items():
                     table = TABLES[tp.topic]
-                    self.check_offsets(tp, [m.offset for m in messages])
                     for message in messages:
                         row = self._row(tp.topic, message.value)
                         if row is not None:
@@ -191,22 +191,6 @@ class Archiver:
             await consumer.stop()
             await self.db_call(self.backend.close)
             self._db.shutdown(wait=True)
-
-    def check_offsets(self, tp: Any, offsets: list[int]) -> int:
-        """Count and log offsets the consumer skipped between records it handed over; returns how
-        many. An offset at or below the last one is a redelivery (after a rebalance), not a gap."""
-        missing = 0
-        for offset in offsets:
-            expected = self._expected.get(tp)
-            if expected is not None and offset > expected:
-                missing += offset - expected
-                log.warning("archive: %s[%d]: offsets %d..%d were never delivered (a lost record "
-                            "on the embedded broker; a transaction marker or compaction on Kafka)",
-                            tp.topic, tp.partition, expected, offset - 1)
-            if expected is None or offset >= expected:
-                self._expected[tp] = offset + 1
-        self.stats.gaps += missing
-        return missing
 
     def _row(self, topic: str, value: bytes | None) -> dict[str, Any] | None:
         try:
@@ -300,9 +284,10 @@ class Archiver:
                     position = await consumer.position(tp)
                     lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - position)
             self.stats.lag = lag
+            holes = self.holes.stats
             log.info("archive: rows/s %s; total %s; lag %s; %d skipped, %d retries, "
-                     "%d offsets never delivered",
+                     "%d holes read again, %d offsets missing",
                      ", ".join(f"{t} {r:.0f}" for t, r in rates.items()),
                      ", ".join(f"{t} {n}" for t, n in self.stats.rows.items()),
                      ", ".join(f"{t} {n}" for t, n in lag.items()) or "-",
-                     self.stats.skipped, self.stats.retries, self.stats.gaps)
+                     self.stats.skipped, self.stats.retries, holes.filled, holes.accepted)

@@ -1,5 +1,6 @@
-"""What the applier and the archiver share: a manual-commit consumer group, a commit that
-survives rebalances, and capped jittered backoff for a destination that is down."""
+"""What the applier and the archiver share: a manual-commit consumer group that reads each
+partition's offsets without holes (storage/offset_holes.py), a commit that survives rebalances,
+and capped jittered backoff for a destination that is down."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from producers.kafka_options import KafkaSecurity, aiokafka_options
+from storage.offset_holes import OffsetHoles
 
 # A destination can be retried for a long time between polls (a receiver or ClickHouse down for
 # an hour): staying in the group meanwhile beats handing the partitions to a peer that would be
@@ -18,20 +20,24 @@ MAX_POLL_INTERVAL_MS = 24 * 3600 * 1000
 
 def group_consumer(bootstrap: str, group: str, topics: Sequence[str], client_id: str, *,
                    fetch_max_wait_ms: int, session_timeout_ms: int,
-                   security: KafkaSecurity | None = None,
+                   security: KafkaSecurity | None = None, holes: OffsetHoles | None = None,
                    **overrides: Any) -> tuple[Any, asyncio.Event]:
     """An aiokafka consumer subscribed to `topics` (not started; offsets committed by hand, from
     the earliest offset for a new group) and an event set once the group gave it partitions.
-    `security` None: plaintext."""
+    `security` None: plaintext. `holes`: forgets a partition's next offset at each rebalance
+    (read the records through `contiguous`)."""
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
     joined = asyncio.Event()
 
     class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         async def on_partitions_revoked(self, revoked: Any) -> None:
-            pass
+            if holes is not None:
+                holes.forget(revoked)
 
         async def on_partitions_assigned(self, assigned: Any) -> None:
+            if holes is not None:
+                holes.forget(assigned)
             joined.set()
 
     consumer = AIOKafkaConsumer(
@@ -44,6 +50,23 @@ def group_consumer(bootstrap: str, group: str, topics: Sequence[str], client_id:
     )
     consumer.subscribe(list(topics), listener=_Listener())
     return consumer, joined
+
+
+def contiguous(consumer: Any, holes: OffsetHoles,
+               records: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+    """`getmany`'s records with each partition cut at its first hole, the consumer sought back
+    to the first missing offset so that the next `getmany` reads it again."""
+    kept: dict[Any, list[Any]] = {}
+    for tp, messages in records.items():
+        for i, message in enumerate(messages):
+            missing_from = holes.check(tp, message.offset)
+            if missing_from is not None:
+                consumer.seek(tp, missing_from)
+                messages = messages[:i]
+                break
+        if messages:
+            kept[tp] = messages
+    return kept
 
 
 async def commit(consumer: Any, offsets: dict[Any, int], log: logging.Logger, who: str) -> None:

@@ -11,9 +11,12 @@ a partition moves, and commits input offsets only after the outputs and changelo
 checkpoint are confirmed (at-least-once). The stages are plain callables (streams/*_stage.py) that
 this module hands to Quix; all judgement is in the pure pipelines they call.
 
-Two things Quix does not do the way this deployment needs, done here in one place:
+Three things Quix does not do the way this deployment needs, done here in one place:
 - the embedded broker under-reports log ends in ListOffsets, which Quix's recovery compares
   positions with; the consumer reads true ends instead (streams/log_end.py);
+- the embedded broker can leave a hole in a Fetch at a partition's tail (a batch not stored yet
+  while the one after it is); the consumer reads the hole again instead of skipping those
+  events (storage/offset_holes.py);
 - the stages keep per-partition memory (the source windows) that must be dropped when a
   partition is revoked; the application calls the stages' hooks on assign and revoke.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +42,7 @@ from quixstreams.state.rocksdb import RocksDBOptions, RocksDBStore
 from models.load import load_model
 from producers.contract import EVENTS_TOPIC
 from producers.kafka_options import librdkafka_options
+from storage.offset_holes import OffsetHoles
 from streams.enrich import Enricher
 from streams.inputs import (
     IncomingDeserializer,
@@ -82,6 +87,44 @@ class _TrueEndConsumer(InternalConsumer):
     """
 
     log_ends: LogEnds | None = None
+    # Offsets missing between two input records (not changelogs: compacted on a real Kafka, and
+    # read only when recovering, when no one writes them) are read again.
+    holes: OffsetHoles | None = None
+
+    def poll(self, timeout: float | None = None) -> Any:
+        msg = super().poll(timeout)
+        if msg is None or msg.error() is not None or self._follows_on(msg):
+            return msg
+        return None   # a hole before it: sought back; this one comes again after the hole
+
+    def consume(self, num_messages: int = 1, timeout: float | None = None) -> list[Any]:
+        messages = super().consume(num_messages=num_messages, timeout=timeout)
+        holed: set[tuple[str, int]] = set()
+        kept = []
+        for msg in messages:
+            if msg.error() is None and (msg.topic(), msg.partition()) in holed:
+                continue
+            if msg.error() is not None or self._follows_on(msg):
+                kept.append(msg)
+            else:
+                holed.add((msg.topic(), msg.partition()))
+        return kept
+
+    def _follows_on(self, msg: Any) -> bool:
+        """False after seeking back to the first missing offset of a hole before `msg`."""
+        topic = self._topics.get(msg.topic())
+        if self.holes is None or topic is None or topic.is_changelog:
+            return True
+        missing_from = self.holes.check((msg.topic(), msg.partition()), msg.offset())
+        if missing_from is None:
+            return True
+        try:
+            self.seek(TopicPartition(msg.topic(), msg.partition(), missing_from))
+        except Exception as exc:  # noqa: BLE001 - cannot seek (revoked meanwhile): go on with it
+            log.warning("worker: %s[%d]: could not seek back to %d (%s); going on from %d",
+                        msg.topic(), msg.partition(), missing_from, exc, msg.offset())
+            return True
+        return False
 
     def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
                               cached: bool = False) -> tuple[int, int]:
@@ -100,6 +143,7 @@ class TrueEndApplication(Application):
         consumer = self._consumer
         assert isinstance(consumer, _TrueEndConsumer)
         consumer.log_ends = LogEnds(self.config.broker_address.as_librdkafka_dict())
+        consumer.holes = OffsetHoles()
 
     def _get_internal_consumer(self, on_error: Any = None,
                                extra_config_overrides: dict[str, Any] | None = None) -> Any:
@@ -125,20 +169,35 @@ class _Application(TrueEndApplication):
         super().__init__(*args, **kwargs)
 
     def _on_assign(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
+        self._forget_positions(topic_partitions)
         super()._on_assign(consumer, topic_partitions)
         self._sw_on_assign(topic_partitions)
 
     def _on_revoke(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
+        self._forget_positions(topic_partitions)
         try:
             super()._on_revoke(consumer, topic_partitions)
         finally:
             self._sw_on_revoke(topic_partitions)
 
     def _on_lost(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
+        self._forget_positions(topic_partitions)
         try:
             super()._on_lost(consumer, topic_partitions)
         finally:
             self._sw_on_revoke(topic_partitions)
+
+    def _on_sigterm(self, *_: Any) -> None:
+        """The first SIGTERM stops gracefully (the message in hand, a checkpoint, leaving the
+        group); a second one, while that runs, ends the process at once."""
+        log.info("worker: stopping (SIGTERM); send it again to exit at once")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        super()._on_sigterm()
+
+    def _forget_positions(self, topic_partitions: list[TopicPartition]) -> None:
+        holes = self.consumer.holes
+        if holes is not None:
+            holes.forget([(tp.topic, tp.partition) for tp in topic_partitions])
 
     def add_periodic_task(self, task: Callable[[], None]) -> None:
         """Run `task` on every pass of the processing loop (between messages)."""
@@ -149,8 +208,10 @@ class _Application(TrueEndApplication):
         return bool(self._state_manager.recovery_required)
 
     @property
-    def consumer(self) -> InternalConsumer:
-        return self._consumer
+    def consumer(self) -> _TrueEndConsumer:
+        consumer = self._consumer
+        assert isinstance(consumer, _TrueEndConsumer)
+        return consumer
 
 
 class WorkerObserver(Protocol):
@@ -320,6 +381,9 @@ def create_worker(settings: Settings, policy: Policy | None = None, *,
     users.update(user_step, stateful=True, metadata=True)
     sources.update(source_step, metadata=True)
 
+    count_hole = getattr(metrics, "offset_hole", None)
+    if callable(count_hole) and app.consumer.holes is not None:
+        app.consumer.holes.on_hole = lambda key, outcome: count_hole(key[0], outcome)
     worker = Worker(app=app, stats=stats, session_stage=session_stage, user_stage=user_stage,
                     source_stage=source_stage, assignment=assignment,
                     input_topics=(EVENTS_TOPIC, by_user, by_source))
@@ -344,8 +408,11 @@ def create_worker(settings: Settings, policy: Policy | None = None, *,
         if now - last["at"] >= 30.0:
             rate = (stats.received - last["received"]) / (now - last["at"])
             last.update(at=now, received=stats.received)
-            log.info("stats: %s, %.0f events/s, waiting for lateness: %d users, %d source events",
-                     stats.line(), rate, user_stage.waiting(), source_stage.waiting())
+            holes = app.consumer.holes.stats if app.consumer.holes is not None else None
+            log.info("stats: %s, %.0f events/s, waiting for lateness: %d users, %d source "
+                     "events, holes read again %d, offsets missing %d", stats.line(), rate,
+                     user_stage.waiting(), source_stage.waiting(),
+                     holes.filled if holes else 0, holes.accepted if holes else 0)
 
     app.add_periodic_task(periodic)
     return worker

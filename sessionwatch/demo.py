@@ -50,6 +50,9 @@ def consume_outputs(bootstrap: str, received: Received, stop: threading.Event) -
     """Read revocations and findings (no consumer group: Tansu + kafka-python groups stall)."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from storage.consuming import contiguous
+    from storage.offset_holes import OffsetHoles
+
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, consumer_timeout_ms=200,
                              fetch_max_wait_ms=10)
@@ -59,9 +62,10 @@ def consume_outputs(bootstrap: str, received: Received, stop: threading.Event) -
             parts.append(TopicPartition(topic, p))
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)
+    holes = OffsetHoles()  # the embedded broker's Fetch holes are read again, not skipped
     try:
         while not stop.is_set():
-            for batch in consumer.poll(timeout_ms=100).values():
+            for batch in contiguous(consumer, holes, consumer.poll(timeout_ms=100)).values():
                 now = time.time()
                 for record in batch:
                     if record.topic == REVOCATIONS_TOPIC:

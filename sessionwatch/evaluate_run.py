@@ -61,6 +61,9 @@ def consume(bootstrap: str, observed: Observed, stop: threading.Event, start_off
     """Read revocations and findings by partition assignment (no group: Tansu holds group fetches)."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from storage.consuming import contiguous
+    from storage.offset_holes import OffsetHoles
+
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
                              enable_auto_commit=False, fetch_max_wait_ms=10)
     parts = [TopicPartition(topic, p) for topic in (REVOCATIONS_TOPIC, FINDINGS_TOPIC)
@@ -71,9 +74,10 @@ def consume(bootstrap: str, observed: Observed, stop: threading.Event, start_off
             consumer.seek(tp, start_offsets[tp])
         else:
             consumer.seek_to_beginning(tp)
+    holes = OffsetHoles()  # the embedded broker's Fetch holes are read again, not skipped
     try:
         while not stop.is_set():
-            for batch in consumer.poll(timeout_ms=100).values():
+            for batch in contiguous(consumer, holes, consumer.poll(timeout_ms=100)).values():
                 now = time.time()
                 for record in batch:
                     if record.topic == REVOCATIONS_TOPIC:

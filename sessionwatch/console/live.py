@@ -160,11 +160,15 @@ def follow_broker(feed: LiveFeed, bootstrap: str, security: Any = None) -> threa
 
 
 def _records(consumer: Any, feed: LiveFeed) -> Iterator[Any]:
+    from storage.consuming import contiguous
+    from storage.offset_holes import OffsetHoles
+
     if consumer is None:
         return
+    holes = OffsetHoles()  # the embedded broker's Fetch holes are read again, not skipped
     try:
         while not feed.stop.is_set():
-            for batch in consumer.poll(timeout_ms=500).values():
+            for batch in contiguous(consumer, holes, consumer.poll(timeout_ms=500)).values():
                 yield from batch
     finally:
         consumer.close()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from typing import Any
 from urllib.parse import urlsplit
 
 from producers.errors import ConfigError
+from sessionwatch.shutdown import install_stop_handlers
 from storage.applier import Applier, ApplyOptions
 from storage.sinks import Sink
 
@@ -89,9 +89,7 @@ async def _main(settings: Any, options: ApplyOptions, sinks: list[Sink]) -> int:
         if server is not None:
             server.stop()
         raise
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, applier.stop)
+    install_stop_handlers(applier.stop, "apply", loop=asyncio.get_running_loop())
     runner = None
     if settings.caep_port:
         runner = await _serve_transmitter(settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -12,6 +11,7 @@ from typing import Any
 
 from producers.contract import Event
 from producers.errors import ConfigError
+from sessionwatch.shutdown import install_stop_handlers
 from storage.archiver import TABLES, ArchiveOptions, Archiver
 
 log = logging.getLogger("sessionwatch.archive")
@@ -100,9 +100,7 @@ async def _main(settings: Any, archiver: Archiver) -> int:
     await asyncio.to_thread(ensure_topics, settings.bootstrap_servers, settings.partitions,
                             settings.replication, app_id=settings.app_id,
                             security=settings.kafka_security)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, archiver.stop)
+    install_stop_handlers(archiver.stop, "archive", loop=asyncio.get_running_loop())
     from storage.retention import parse_tenant_retention
 
     tenant_days = parse_tenant_retention(settings.archive_tenant_retention)

@@ -5,13 +5,15 @@ in front)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from producers.errors import ConfigError
+from sessionwatch.shutdown import install_stop_handlers
 
 log = logging.getLogger("sessionwatch.console")
 
@@ -88,10 +90,19 @@ def run_console(settings: Any, *, use_broker: bool, hash_key: str | None = None)
     log.info("console on http://%s:%s (archive %s, live feed from the %s, revocations by hand %s)",
              host, port, parts.archive.name, parts.feed.source,
              "on" if parts.publisher else "off: no --bootstrap")
+    config = uvicorn.Config(create_app(parts), host=host.strip("[]"), port=int(port),
+                            log_level=settings.log_level, access_log=False, server_header=False,
+                            log_config=None,  # its lines go through ours (JSON, redaction)
+                            timeout_graceful_shutdown=GRACEFUL_S)
+    server = _server_class()(config)
+
+    def stop() -> None:
+        server.should_exit = True  # uvicorn's loop looks every 0.1 s
+        parts.feed.close()         # open live streams end (the pages reconnect elsewhere)
+
+    install_stop_handlers(stop, "console")
     try:
-        uvicorn.run(create_app(parts), host=host.strip("[]"), port=int(port),
-                    log_level=settings.log_level, access_log=False, server_header=False,
-                    log_config=None)  # its lines go through ours (JSON, redaction)
+        server.run()
     finally:
         parts.feed.close()
         if parts.publisher is not None:
@@ -102,6 +113,26 @@ def run_console(settings: Any, *, use_broker: bool, hash_key: str | None = None)
             stop_metrics()
         parts.archive.close()
     return 0
+
+
+# A graceful stop waits this long for requests in flight, then cancels them: below the 30 s an
+# orchestrator usually grants before SIGKILL, so the cleanup after uvicorn still runs.
+GRACEFUL_S = 20
+
+
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server without its own signal handlers: ours (sessionwatch/shutdown.py)
+        make a second SIGTERM exit at once, where uvicorn forces only on a second SIGINT and
+        re-raises the signal after shutting down (skipping our cleanup and exiting -15)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server
 
 
 # How often the metrics side asks the archive `SELECT 1` (readiness: the archive reachable).

@@ -23,6 +23,7 @@ from producers.contract import (
     DEADLETTER_TOPIC,
     REVOCATIONS_TOPIC,
     DeadLetter,
+    Revocation,
     decode_revocation,
     encode,
 )
@@ -150,6 +151,12 @@ class Applier:
             done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()
             stopping.cancel()
+            if stopping in done:
+                # Graceful: each sink loop finishes the revocation in hand, commits it and
+                # leaves its group; a sink that never comes back waits for a second SIGTERM.
+                sink_tasks = tasks[:len(self.sinks)]
+                await asyncio.wait(sink_tasks)
+                done = set(sink_tasks)
             for task in tasks:
                 task.cancel()
             results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -178,22 +185,36 @@ class Applier:
         self._consumers[sink.name] = consumer
         self.metrics.set_unavailable(sink.name, False)
         try:
-            await assigned.wait()
+            if not await self._joined_or_stopping(assigned):
+                return
             joined.set()
             self.joined.add(sink.name)
-            while True:
+            while not self._stopping.is_set():
                 batches = contiguous(consumer, holes,
                                      await consumer.getmany(timeout_ms=500, max_records=500))
                 for tp, messages in batches.items():
                     for message in messages:
                         await self._handle(sink, message)
-                    await commit(consumer, {tp: messages[-1].offset + 1}, log,
-                                 f"apply {sink.name}")
+                        if self._stopping.is_set():
+                            break  # commit up to the revocation in hand; the rest is redelivered
+                    await commit(consumer, {tp: message.offset + 1}, log, f"apply {sink.name}")
+                    if self._stopping.is_set():
+                        break
         finally:
             self.joined.discard(sink.name)
             self._consumers.pop(sink.name, None)
             await consumer.stop()
             await sink.close()
+
+    async def _joined_or_stopping(self, assigned: asyncio.Event) -> bool:
+        """Wait for the group's partitions, or for stop() (a SIGTERM while the embedded broker
+        holds the JoinGroup, or with the broker down); True if joined."""
+        waits = [asyncio.ensure_future(assigned.wait()),
+                 asyncio.ensure_future(self._stopping.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        return assigned.is_set() and not self._stopping.is_set()
 
     async def _handle(self, sink: Sink, message: Any) -> None:
         stats = self.stats[sink.name]
@@ -207,7 +228,8 @@ class Applier:
             try:
                 changed = await sink.deliver(revocation, message.value)
             except RejectedError as exc:
-                await self._dead_letter(sink, message, f"rejected_by_{sink.name}", str(exc))
+                await self._dead_letter(sink, message, f"rejected_by_{sink.name}", str(exc),
+                                        revocation)
                 return
             except asyncio.CancelledError:
                 raise
@@ -221,7 +243,8 @@ class Applier:
                 delay = backoff.next()
                 log.warning("apply %s: %s %s[%d]@%d (%s: %s); retrying in %.1f s", sink.name, kind,
                             message.topic, message.partition, message.offset,
-                            type(exc).__name__, exc, delay)
+                            type(exc).__name__, exc, delay,
+                            extra=_log_fields(message, revocation))
                 await asyncio.sleep(delay)
                 continue
             break
@@ -240,7 +263,8 @@ class Applier:
             stats.unchanged += 1
             self.metrics.delivered(sink.name, "unchanged")
 
-    async def _dead_letter(self, sink: Sink, message: Any, reason: str, detail: str) -> None:
+    async def _dead_letter(self, sink: Sink, message: Any, reason: str, detail: str,
+                           revocation: Revocation | None = None) -> None:
         self.stats[sink.name].dead_lettered += 1
         self.metrics.delivered(sink.name, "dead_lettered")
         record = DeadLetter(
@@ -251,7 +275,8 @@ class Applier:
             received_at=datetime.now(UTC),
         )
         log.warning("apply %s: dead-lettered %s[%d]@%d: %s: %s", sink.name, message.topic,
-                    message.partition, message.offset, reason, detail[:200])
+                    message.partition, message.offset, reason, detail[:200],
+                    extra=_log_fields(message, revocation))
         # Awaited before the offset can be committed: a refused revocation is never lost.
         await self._producer.send_and_wait(DEADLETTER_TOPIC, encode(record), key=message.key)
 
@@ -279,3 +304,13 @@ class Applier:
                          "" if s.unavailable_since is None else
                          f", UNAVAILABLE for {time.monotonic() - s.unavailable_since:.0f} s")
 
+
+def _log_fields(message: Any, revocation: Revocation | None) -> dict[str, Any]:
+    """`extra=` for a line about one message (sessionwatch/logs.py, CONTEXT_KEYS): where it was
+    and, when it decoded, the revocation's tenant and id."""
+    fields: dict[str, Any] = {"topic": message.topic, "partition": message.partition,
+                              "offset": message.offset}
+    if revocation is not None:
+        fields["tenant"] = revocation.tenant
+        fields["event_id"] = revocation.id
+    return fields

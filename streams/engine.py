@@ -45,11 +45,13 @@ from producers.kafka_options import librdkafka_options
 from storage.offset_holes import OffsetHoles
 from streams.enrich import Enricher
 from streams.inputs import (
+    Incoming,
     IncomingDeserializer,
     decode_forwarded_incoming,
     decode_incoming,
     decode_user_incoming,
     event_time_ms,
+    log_fields,
 )
 from streams.log_end import LogEnds
 from streams.model_reload import ModelReloader
@@ -62,6 +64,7 @@ from streams.settings import Settings
 from streams.source_order import OrderedSource
 from streams.source_pipeline import SourcePipeline
 from streams.source_stage import SourceStage
+from streams.state_size import StateGauges
 from streams.stats import WorkerStats
 from streams.topics import RETENTION_CONFIG
 from streams.user_pipeline import UserPipeline
@@ -388,6 +391,10 @@ def create_worker(settings: Settings, policy: Policy | None = None, *,
                     source_stage=source_stage, assignment=assignment,
                     input_topics=(EVENTS_TOPIC, by_user, by_source))
     last = {"at": time.monotonic(), "received": 0, "tick": 0.0}
+    # sessionwatch_state_{entries,bytes}{store}: read from the stores every few seconds.
+    set_state = getattr(metrics, "set_state", None)
+    state_gauges = StateGauges(app._state_manager, {EVENTS_TOPIC: "session", by_user: "user"},
+                               set_state) if callable(set_state) else None
 
     def periodic() -> None:
         now = time.monotonic()
@@ -405,6 +412,8 @@ def create_worker(settings: Settings, policy: Policy | None = None, *,
             reloader.poll(now)
         if observer is not None:
             observer.tick(worker)
+        if state_gauges is not None:
+            state_gauges.poll(now)
         if now - last["at"] >= 30.0:
             rate = (stats.received - last["received"]) / (now - last["at"])
             last.update(at=now, received=stats.received)
@@ -426,7 +435,10 @@ def _processing_error(produce: Callable[[list[Output]], None], exc: Exception, r
         log.error("unhandled processing error: %s: %s", type(exc).__name__, exc, exc_info=exc)
         return True
     log.error("unhandled processing error at %s[%d]@%d: %s: %s", row.topic, row.partition,
-              row.offset, type(exc).__name__, exc, exc_info=exc)
-    produce([dead_letter(row.topic, row.partition, row.offset, row.key, row.value,
+              row.offset, type(exc).__name__, exc, exc_info=exc,
+              extra=log_fields(row.topic, row.partition, row.offset, row.value))
+    # The value was decoded by the consumer: dead-letter the bytes it came as.
+    raw = row.value.raw if isinstance(row.value, Incoming) else row.value
+    produce([dead_letter(row.topic, row.partition, row.offset, row.key, raw,
                          "processing_error", f"{type(exc).__name__}: {exc}")])
     return True

@@ -4,7 +4,7 @@ The engine gives Quix Streams these as value deserializers, so a message is deco
 event time becomes the record's timestamp (`event_time_ms`): Quix expires idle state by record
 time, so state expires by event time and a replay expires alike. Decoding never raises here: a
 message that is not a valid event arrives as `Incoming` with `refused` set, and the stage
-dead-letters it with its position.
+dead-letters it with its position (`log_fields`: what its log line names).
 """
 
 from __future__ import annotations
@@ -70,6 +70,25 @@ def decode_user_incoming(raw: Any) -> Incoming:
         except Exception as exc:  # written by the session stage: a bug, but not a crash
             return Incoming(None, raw, InvalidEvent("invalid", f"revocation note: {exc}"))
     return decode_forwarded_incoming(raw)
+
+
+def log_fields(topic: str, partition: int | None = None, offset: int | None = None,
+               message: Any = None) -> dict[str, Any]:
+    """`extra=` for a log line about one message (sessionwatch/logs.py, CONTEXT_KEYS): where it
+    was, and the tenant and id of what it carried when it decoded (`event_id`: the event's id; a
+    revocation note's own id). A position not known (-1: a decision released after its input
+    was committed) is left out, and so are tenant and id of what did not decode."""
+    fields: dict[str, Any] = {"topic": topic}
+    if partition is not None and partition >= 0:
+        fields["partition"] = partition
+    if offset is not None and offset >= 0:
+        fields["offset"] = offset
+    if isinstance(message, Incoming):
+        message = message.message
+    if isinstance(message, (Event, Revocation)):
+        fields["tenant"] = message.tenant
+        fields["event_id"] = message.id
+    return fields
 
 
 class IncomingDeserializer(Deserializer):

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from producers.contract import EVENTS_TOPIC, Event, Finding, Revocation, Scope
 from producers.errors import InvalidEvent
 from streams.enrich import Enricher
-from streams.inputs import Incoming, decode_incoming
+from streams.inputs import Incoming, decode_incoming, log_fields
 from streams.outputs import Output, dead_letter, finding_output, revocation_output
 from streams.pipeline import SessionPipeline
 from streams.routing import for_source, for_user, revocation_for_user
@@ -98,7 +98,8 @@ class SessionStage:
                 more = self.dead_letter_log.take_suppressed()
                 log.warning("dead-lettered %s[%d]@%d: %s: %s%s", EVENTS_TOPIC, partition, offset,
                             exc.code, exc.detail[:200],
-                            f" (and {more} more not logged)" if more else "")
+                            f" (and {more} more not logged)" if more else "",
+                            extra=log_fields(EVENTS_TOPIC, partition, offset))
             return [dead_letter(EVENTS_TOPIC, partition, offset, key, value, exc.code, exc.detail)]
         out: list[Output] = []
         session_state = None
@@ -114,7 +115,8 @@ class SessionStage:
                 previous = load_state(raw) if raw is not None else None
                 outcome = self.pipeline.process(event, previous, datetime.now(UTC))
             except Exception as exc:  # a bug in a detector must not stop the worker
-                log.exception("processing failed at %s[%d]@%d", EVENTS_TOPIC, partition, offset)
+                log.exception("processing failed at %s[%d]@%d", EVENTS_TOPIC, partition, offset,
+                              extra=log_fields(EVENTS_TOPIC, partition, offset, event))
                 stats.deadlettered += 1
                 metrics.dead_lettered("session", "processing_error")
                 return [dead_letter(EVENTS_TOPIC, partition, offset, key, value,
@@ -133,7 +135,8 @@ class SessionStage:
                 log.info("%s %s %s… (%s) on event %s", revocation.action.value,
                          revocation.scope.value,
                          (revocation.session or revocation.user or revocation.source or "")[:12],
-                         ", ".join(r.detector for r in revocation.reasons), event.id)
+                         ", ".join(r.detector for r in revocation.reasons), event.id,
+                         extra=log_fields(EVENTS_TOPIC, partition, offset, event))
                 note = revocation_for_user(revocation) if revocation.scope is Scope.SESSION \
                     else None
                 if note is not None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from producers.contract import Event, encode
-from streams.inputs import Incoming, decode_incoming
+from streams.inputs import Incoming, decode_incoming, log_fields
 from streams.outputs import Output, dead_letter, finding_output, revocation_output
 from streams.session_stage import NO_METRICS, StageMetrics
 from streams.source_order import OrderedSource
@@ -49,14 +49,15 @@ class SourceStage:
                 raise incoming.refused or ValueError("not an event")
             released = source.arrive(incoming.message)
         except Exception as exc:  # written by the session stage, so a failure here is a bug
-            log.exception("source processing failed at %s[%d]@%d", self.topic, partition, offset)
+            log.exception("source processing failed at %s[%d]@%d", self.topic, partition, offset,
+                          extra=log_fields(self.topic, partition, offset, incoming))
             self.stats.deadlettered += 1
             self.metrics.dead_lettered("source", "processing_error")
             return [dead_letter(self.topic, partition, offset, key, value, "processing_error",
                                 f"{type(exc).__name__}: {exc}")]
         self.stats.late += source.late - late
         self.metrics.late("source", source.late - late)
-        return self._outputs(released)
+        return self._outputs(released, partition)
 
     def tick(self) -> list[Output]:
         """Decisions held for lateness whose time has come while the input was quiet."""
@@ -64,16 +65,19 @@ class SourceStage:
         for partition, source in list(self.partitions.items()):
             if len(source):
                 try:
-                    out += self._outputs(source.release(idle=True))
+                    out += self._outputs(source.release(idle=True), partition)
                 except Exception:
-                    log.exception("source release failed on %s[%d]", self.topic, partition)
+                    log.exception("source release failed on %s[%d]", self.topic, partition,
+                                  extra=log_fields(self.topic, partition))
         return out
 
-    def _outputs(self, released: list[tuple[Any, SourceOutcome]]) -> list[Output]:
+    def _outputs(self, released: list[tuple[Any, SourceOutcome]],
+                 partition: int) -> list[Output]:
         out: list[Output] = []
         for event, outcome in released:
             if outcome.error is not None:
-                log.error("source processing failed on event %s: %s", event.id, outcome.error)
+                log.error("source processing failed on event %s: %s", event.id, outcome.error,
+                          extra=log_fields(self.topic, partition, None, event))
                 self.stats.deadlettered += 1
                 self.metrics.dead_lettered("source", "processing_error")
                 # Its input position is long committed (it waited for lateness): name the stage.

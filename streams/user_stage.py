@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streams.event_clock import DueIndex, EventClock
-from streams.inputs import Incoming, decode_user_incoming
+from streams.inputs import Incoming, decode_user_incoming, log_fields
 from streams.outputs import Output, dead_letter, finding_output, revocation_output
 from streams.session_stage import NO_METRICS, StageMetrics
 from streams.stats import WorkerStats
@@ -80,7 +80,8 @@ class UserStage:
             arrival = self.pipeline.arrive(incoming.message, incoming.raw,
                                            load_user(raw) if raw is not None else None, now)
         except Exception as exc:  # forwarded by the session stage, so this is a bug: go on
-            log.exception("user processing failed at %s[%d]@%d", self.topic, partition, offset)
+            log.exception("user processing failed at %s[%d]@%d", self.topic, partition, offset,
+                          extra=log_fields(self.topic, partition, offset, incoming))
             self.stats.deadlettered += 1
             self.metrics.dead_lettered("user", "processing_error")
             return [dead_letter(self.topic, partition, offset, key, value, "processing_error",
@@ -138,8 +139,11 @@ class UserStage:
         try:
             return self._outputs(self.pipeline.finalize(user, items, now))
         except Exception as exc:
+            # Released after its input was committed: no offset; the event is the first held.
             log.exception("user in-order processing failed on %s[%d] key %r", self.topic,
-                          partition, key[:40])
+                          partition, key[:40], extra={**log_fields(self.topic, partition),
+                                                      "tenant": user.tenant,
+                                                      "event_id": items[0].id})
             self.stats.deadlettered += 1
             self.metrics.dead_lettered("user", "processing_error")
             return [dead_letter(self.topic, partition, -1, key, items[0].raw,

@@ -285,8 +285,6 @@ def test_apply_first_sigterm_exits_0_with_what_it_applied_committed(stack: Stack
     assert committed_at_log_end(bootstrap, stack.group(proc) + "-redis", [REVOCATIONS_TOPIC]) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="storage/applier.py cancels the sink loops on stop(): the "
-                   "revocation in hand is dropped (redelivered later), not delivered and committed")
 def test_apply_first_sigterm_delivers_the_revocation_in_hand(stack: Stack):
     """Redis is down while a revocation is in hand: the first SIGTERM keeps retrying it; once
     Redis is back it is delivered, committed, and the applier exits 0."""

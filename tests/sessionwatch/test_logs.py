@@ -100,3 +100,42 @@ def test_redaction_leaves_ordinary_words_alone():
     # Detector ids and counters that contain a secret word are not secrets.
     line = "source.token_guess: 40 tokens_rejected=40 by 1.2.3.4 (session.cookie_replay)"
     assert redact_text(line) == line
+
+
+def test_the_quick_check_never_skips_a_line_a_rule_would_redact():
+    """redact_text skips its rules for text without a secret word (most lines): every spelling
+    the rules take for one - any case, and any character IGNORECASE equates with a letter of
+    it (`ſ`, `K`, `ı`, `İ`) - must still go through them."""
+    import re
+    import sys
+
+    from sessionwatch.logs import _RULES
+
+    def by_the_rules(text: str) -> str:
+        for pattern, replacement in _RULES:
+            text = pattern.sub(replacement, text)
+        return text
+
+    words = ["password", "passwd", "passphrase", "token", "cookie", "secret", "authorization",
+             "api_key", "apikey", "credentials", "bearer", "basic"]
+    letters = {c for w in words for c in w if c.isalpha()}
+    alike: dict[str, set[str]] = {c: {c} for c in letters}
+    # IGNORECASE equates characters through their simple case mappings: only those whose lower,
+    # upper or folded form holds an ASCII letter can be one (a quick filter over all of Unicode).
+    candidates = [ch for ch in map(chr, range(sys.maxunicode + 1))
+                  if any(x.isascii() for x in ch.lower() + ch.upper() + ch.casefold())]
+    for ch in candidates:
+        for c in letters:
+            if re.fullmatch(f"(?i){c}", ch):
+                alike[c].add(ch)
+    assert "\u017f" in alike["s"] and "\u0130" in alike["i"]   # the odd ones are there
+    checked = 0
+    for word in words:
+        for i, c in enumerate(word):
+            for ch in alike.get(c, {c}):
+                spelled = word[:i] + ch + word[i + 1:]
+                for line in (f"{spelled}=hunter2", f"Authorization: {spelled} abc",
+                             f"{spelled.upper()}: x", f"u://{spelled}:pw@h"):
+                    assert redact_text(line) == by_the_rules(line), line
+                    checked += 1
+    assert checked > 500

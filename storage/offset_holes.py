@@ -72,13 +72,15 @@ class OffsetHoles:
             log.warning("%s: offsets %d..%d were still missing after %.1f s of reading again; "
                         "going on without them (compaction or a transaction marker on Kafka; "
                         "on the embedded broker a lost record)",
-                        _name(partition), expected, offset - 1, self.wait_s)
+                        _name(partition), expected, offset - 1, self.wait_s,
+                        extra=_fields(partition, expected))
         elif partition in self._hole and offset == self._hole[partition][0]:
             start, since = self._hole.pop(partition)
             self.stats.filled += 1
             self._tell(partition, "filled")
             log.info("%s: offset %d arrived when read again, %.0f ms after the hole showed",
-                     _name(partition), start, (self.clock() - since) * 1000)
+                     _name(partition), start, (self.clock() - since) * 1000,
+                     extra=_fields(partition, start))
         # Lower than expected: a re-read (a rebalance, a seek back); follow it.
         self._next[partition] = offset + 1
         return None
@@ -96,6 +98,16 @@ class OffsetHoles:
     def _tell(self, partition: Hashable, outcome: str) -> None:
         if self.on_hole is not None:
             self.on_hole(partition, outcome)
+
+
+def _fields(partition: Hashable, offset: int) -> dict[str, object]:
+    """`extra=` for JSON logs (sessionwatch/logs.py): the partition's topic and number, the offset."""
+    if isinstance(partition, tuple) and len(partition) == 2:
+        return {"topic": partition[0], "partition": partition[1], "offset": offset}
+    topic = getattr(partition, "topic", None)
+    if topic is None:
+        return {"offset": offset}
+    return {"topic": topic, "partition": getattr(partition, "partition", None), "offset": offset}
 
 
 def _name(partition: Hashable) -> str:

@@ -98,6 +98,18 @@ def caught_up(bootstrap: str, app_id: str = "sessionwatch-it") -> None:
     assert wait_caught_up(bootstrap, app_id, timeout_s=60), "the worker did not catch up"
 
 
+def eventually(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    """`check()`'s first truthy result, polled every 0.2 s; AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
 def worker_log(worker: WorkerProcess) -> str:
     return Path(worker.log_path).read_text(errors="replace")
 

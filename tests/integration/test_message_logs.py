@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from factories import CURL, DIGITALOCEAN
-from integration.conftest import RedisServer, make_event
+from integration.conftest import RedisServer, eventually, make_event
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers.contract import (
@@ -76,17 +75,6 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 raise AssertionError(f"{path.name}: not a JSON line: {line[:300]!r}") from None
     return out
-
-
-def eventually(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def line_where(path: Path, match: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:

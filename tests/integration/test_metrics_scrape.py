@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from factories import CHROME, COMCAST, CURL, DIGITALOCEAN
-from integration.conftest import read_until
+from integration.conftest import eventually, read_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers.client import SessionwatchClient
@@ -60,17 +59,6 @@ def samples(base: str) -> list[tuple[str, dict[str, str], float]]:
 def value(found: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
     """The sum of the samples named `name` whose labels include `labels`."""
     return sum(v for n, lab, v in found if n == name and labels.items() <= lab.items())
-
-
-def eventually(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 class Stack:

@@ -4,6 +4,8 @@ health and lag (the engine knows nothing of sessionwatch/: it gets these objects
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from typing import Any
 
@@ -28,7 +30,7 @@ _INVALID = -1001
 def run_worker(settings: Any) -> None:
     setup_logging(settings)  # first: importing the engine (Quix) already warns
     from sessionwatch.cli import kafka_preflight
-    from streams.engine import create_worker
+    from streams.engine import GroupMembershipLost, create_worker
     from streams.topics import ensure_topics
 
     kafka_preflight(settings)
@@ -59,9 +61,27 @@ def run_worker(settings: Any) -> None:
         observer.watch(worker)
     try:
         worker.run()
+    except GroupMembershipLost as exc:
+        if server is not None:
+            server.stop()
+            server = None
+        restart_in_place(exc)
     finally:
         if server is not None:
             server.stop()
+
+
+def restart_in_place(exc: Exception) -> None:
+    """Start this same command afresh in this process (same pid, arguments and environment):
+    Quix cannot rejoin a group from inside a failed `run()`, and a worker that exits on a
+    coordinator's hiccup leaves detection to whatever supervisor there is. The new process
+    rejoins, recovers its state (RocksDB: from the local store plus the changelog tail) and
+    re-reads from the last commit; outputs are idempotent by id, so nothing is lost or doubled."""
+    log.warning("worker: the group dropped this member (%s): the last checkpoint's offsets were "
+                "not committed and will be re-read; restarting in place", exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.execv(sys.executable, list(sys.orig_argv))
 
 
 class WorkerObserver:

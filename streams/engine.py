@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from quixstreams import Application, message_context
 from quixstreams.internal_consumer import InternalConsumer
 from quixstreams.kafka.configuration import ConnectionConfig
@@ -246,10 +246,33 @@ class Worker:
         return sorted((t, p) for t, p in owned if t in self.input_topics)
 
     def run(self) -> None:
+        """Until stopped. Raises GroupMembershipLost when the coordinator dropped this member
+        (its checkpoint could not commit): the caller starts afresh (sessionwatch/run_worker.py)."""
+        from quixstreams.checkpointing.exceptions import CheckpointConsumerCommitError
+
         from streams import diagnostics
 
         diagnostics.install(self)
-        self.app.run()
+        try:
+            self.app.run()
+        except CheckpointConsumerCommitError as exc:
+            if exc.code not in MEMBERSHIP_LOST:
+                raise
+            raise GroupMembershipLost(exc.description) from exc
+
+
+# Commit errors that mean the group coordinator no longer counts this process as a member (its
+# heartbeats went unanswered for the session timeout: the embedded broker on an overloaded
+# machine did that for 6 s in benchmarks.soak). Quix ends `run()` on any failed commit; the
+# partitions already went to the other members, which re-read from the last commit.
+MEMBERSHIP_LOST = frozenset({
+    KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.FENCED_INSTANCE_ID,
+})
+
+
+class GroupMembershipLost(RuntimeError):
+    """The worker's checkpoint could not commit because the group had dropped it."""
 
 
 def create_worker(settings: Settings, policy: Policy | None = None, *,

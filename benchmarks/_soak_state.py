@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._soak_watch import rss_mib, scrape
+from streams.state_size import STATE_EVERY_S
 
 APP_ID = "soakstate"
 UA = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -95,7 +96,9 @@ def fill(tmp: Path, name: str, partitions: int, n: int, ip_of: Callable[[int], s
             out["caught_up"] = wait_caught_up(broker.bootstrap, APP_ID, topics, timeout_s=3600,
                                               settle_s=2)
             out["process_s"] = round(time.monotonic() - began, 1)
-            time.sleep(2)  # a quiet moment: the last commit and checkpoint are done
+            # A quiet moment: the last commit and checkpoint are done, and the state gauges were
+            # read again since (every STATE_EVERY_S).
+            time.sleep(STATE_EVERY_S + 2)
             out["rss_mib"] = rss_mib(worker.proc.pid)
             out.update(scrape(port, STATE_METRICS) or {})
         finally:

@@ -169,6 +169,8 @@ class _Application(TrueEndApplication):
                  on_revoke: Callable[[list[TopicPartition]], None], **kwargs: Any) -> None:
         self._sw_on_assign = on_assign
         self._sw_on_revoke = on_revoke
+        # When the group last took partitions without a revoke (session timed out): see run().
+        self.partitions_lost_at: float | None = None
         super().__init__(*args, **kwargs)
 
     def _on_assign(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
@@ -184,6 +186,7 @@ class _Application(TrueEndApplication):
             self._sw_on_revoke(topic_partitions)
 
     def _on_lost(self, consumer: Any, topic_partitions: list[TopicPartition]) -> None:
+        self.partitions_lost_at = time.monotonic()
         self._forget_positions(topic_partitions)
         try:
             super()._on_lost(consumer, topic_partitions)
@@ -255,10 +258,14 @@ class Worker:
         diagnostics.install(self)
         try:
             self.app.run()
-        except CheckpointConsumerCommitError as exc:
-            if exc.code not in MEMBERSHIP_LOST:
+        except Exception as exc:
+            refused = isinstance(exc, CheckpointConsumerCommitError) and exc.code in MEMBERSHIP_LOST
+            lost_at = self.app.partitions_lost_at
+            # Or the group took the partitions (on_lost closes their stores) while a checkpoint
+            # was pending, and flushing it then failed ("partition is closed").
+            if not refused and (lost_at is None or time.monotonic() - lost_at > LOST_WINDOW_S):
                 raise
-            raise GroupMembershipLost(exc.description) from exc
+            raise GroupMembershipLost(f"{type(exc).__name__}: {exc}") from exc
 
 
 # Commit errors that mean the group coordinator no longer counts this process as a member (its
@@ -269,6 +276,10 @@ MEMBERSHIP_LOST = frozenset({
     KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION,
     KafkaError.REBALANCE_IN_PROGRESS, KafkaError.FENCED_INSTANCE_ID,
 })
+
+
+# A failure this soon after the group took our partitions away is taken as caused by it.
+LOST_WINDOW_S = 60.0
 
 
 class GroupMembershipLost(RuntimeError):

@@ -1,4 +1,4 @@
-"""The worker's consumer reads a hole in an input partition again (storage/offset_holes.py)
+"""The worker's consumer: it reads a hole in an input partition again (storage/offset_holes.py)
 instead of skipping those events: the embedded broker's holes are too rare to provoke here, so
 librdkafka's consumer is replaced by a stand-in that returns scripted messages and records the
 seeks (the seek-and-re-read was checked against Tansu in benchmarks/tansu_fetch_holes.py)."""
@@ -88,3 +88,46 @@ def test_consume_drops_a_partitions_messages_from_its_hole_on():
     got = c.consume(num_messages=10, timeout=0)
     assert [(m.partition(), m.offset()) for m in got] == [(0, 1), (1, 7), (1, 8)]
     assert inner.seeks == [(ev, 0, 2)]
+
+
+# -- the group dropping the worker (tests/integration/test_worker_membership.py runs it for real)
+
+class FailingApp:
+    def __init__(self, exc: Exception, lost_at: float | None) -> None:
+        self.exc, self.partitions_lost_at = exc, lost_at
+
+    def run(self) -> None:
+        raise self.exc
+
+
+def run_worker_with(exc: Exception, lost_at: float | None) -> None:
+    from streams.engine import Worker
+    from streams.stats import WorkerStats
+
+    Worker(app=FailingApp(exc, lost_at), stats=WorkerStats(), session_stage=None,  # type: ignore[arg-type]
+           user_stage=None, source_stage=None).run()  # type: ignore[arg-type]
+
+
+def test_membership_loss_is_told_apart_from_other_failures():
+    import time
+
+    import pytest
+    from confluent_kafka import KafkaError
+    from quixstreams.checkpointing.exceptions import CheckpointConsumerCommitError
+
+    from streams.engine import GroupMembershipLost
+
+    with pytest.raises(GroupMembershipLost, match="Unknown member|UNKNOWN_MEMBER"):
+        run_worker_with(CheckpointConsumerCommitError(
+            KafkaError(KafkaError.UNKNOWN_MEMBER_ID, "Commit failed: Broker: Unknown member")), None)
+    # The store closed under a pending checkpoint by on_lost (seen in CI): the same.
+    with pytest.raises(GroupMembershipLost, match="partition is closed"):
+        run_worker_with(RuntimeError("partition is closed"), time.monotonic())
+    # Anything else ends the worker as before.
+    with pytest.raises(RuntimeError, match="partition is closed"):
+        run_worker_with(RuntimeError("partition is closed"), None)
+    with pytest.raises(RuntimeError, match="long ago"):
+        run_worker_with(RuntimeError("long ago"), time.monotonic() - 3600)
+    with pytest.raises(CheckpointConsumerCommitError):
+        run_worker_with(CheckpointConsumerCommitError(
+            KafkaError(KafkaError._MSG_TIMED_OUT, "timed out")), None)

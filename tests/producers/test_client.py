@@ -227,11 +227,14 @@ def test_full_buffer_drops_and_counts_without_blocking(caplog):
         session = HASHER.hash("t" * 32)
         client.activity(session=session, ip=IP)  # warm-up; the sender thread takes it
         with caplog.at_level(logging.WARNING, logger="sessionwatch.sdk"):
-            started = time.perf_counter()
+            slowest = 0.0
             for _ in range(1000):
+                started = time.perf_counter()
                 client.activity(session=session, ip=IP)
-            elapsed = time.perf_counter() - started
-        assert elapsed < 0.05, f"1000 emits took {elapsed * 1000:.1f} ms with the broker down"
+                slowest = max(slowest, time.perf_counter() - started)
+        # Not a speed figure (a loaded CI machine took 116 ms for all 1000): a blocking emit
+        # would wait on the full queue for good, so any single call near a second means it blocked.
+        assert slowest < 0.5, f"an emit took {slowest * 1000:.0f} ms with the buffer full"
         stats = client.stats
         assert stats.queued + stats.dropped == 1001
         assert stats.queued <= 10 + 1 and stats.dropped >= 1001 - 11

@@ -111,9 +111,5 @@ def _fields(partition: Hashable, offset: int) -> dict[str, object]:
 
 
 def _name(partition: Hashable) -> str:
-    if isinstance(partition, tuple) and len(partition) == 2:
-        return f"{partition[0]}[{partition[1]}]"
-    topic, number = getattr(partition, "topic", None), getattr(partition, "partition", None)
-    if topic is not None:
-        return f"{topic}[{number}]"
-    return str(partition)
+    fields = _fields(partition, 0)
+    return f"{fields['topic']}[{fields['partition']}]" if "topic" in fields else str(partition)
